@@ -1,0 +1,3 @@
+//! kelos-hooks-admission (being built: issue 3).
+#![forbid(unsafe_code)]
+fn main() {}

@@ -1,0 +1,3 @@
+//! kelos-hooks-dispatcher (being built: issue 4).
+#![forbid(unsafe_code)]
+fn main() {}

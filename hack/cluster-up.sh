@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# Starts a real control plane (etcd + kube-apiserver) as local processes on 127.0.0.1 and prints
+# the admin kubeconfig path. Several can run at once: each has its own directory and ports.
+#
+#   hack/cluster-up.sh [--dir DIR] [--watch-pid PID]
+#
+#   --dir DIR        state directory (certs, etcd data, logs, pid files); default .run/cluster
+#   --watch-pid PID  stop this control plane by itself when process PID exits (for test runs)
+#
+# Stop it with hack/cluster-down.sh --dir DIR (kills exactly the PIDs this script started).
+set -euo pipefail
+log_tag=cluster-up
+source "$(dirname "$0")/lib.sh"
+
+dir=$repo_root/.run/cluster
+watch_pid=
+while (($#)); do
+  case $1 in
+    --dir) dir=$2; shift 2 ;;
+    --watch-pid) watch_pid=$2; shift 2 ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    *) die "unknown argument $1 (see --help)" ;;
+  esac
+done
+mkdir -p "$dir"
+dir=$(cd "$dir" && pwd)
+[[ -f $dir/apiserver.pid ]] && kill -0 "$(cat "$dir/apiserver.pid")" 2>/dev/null &&
+  die "a control plane already runs from $dir (hack/cluster-down.sh --dir $dir)"
+
+tools=$("$repo_root/hack/tools.sh") || die "could not build the control-plane tools (see above)"
+certs=$(workspace_bin kelos-hooks-certs)
+
+# PKI: a CA, the API server's serving cert, an admin client cert, service-account keys.
+pki=$dir/pki
+mkdir -p "$pki"
+if [[ ! -f $pki/ca.crt ]]; then
+  "$certs" ca --out "$pki" --cn kelos-hooks-test-ca >/dev/null
+  "$certs" serving --ca-dir "$pki" --out "$pki" --name apiserver --cn kube-apiserver \
+    --san 127.0.0.1 --san localhost --san kubernetes --san kubernetes.default \
+    --san kubernetes.default.svc --san 10.0.0.1 >/dev/null
+  "$certs" client --ca-dir "$pki" --out "$pki" --name admin --cn kelos-hooks-admin --org system:masters >/dev/null
+  "$certs" keypair --out "$pki" --name sa >/dev/null
+fi
+
+etcd_port=$(free_port); peer_port=$(free_port); api_port=$(free_port)
+rm -rf "$dir/etcd-data"
+
+start() { # name, then the command; records the PID
+  local name=$1; shift
+  nohup "$@" >"$dir/$name.log" 2>&1 </dev/null &
+  echo $! >"$dir/$name.pid"
+}
+
+fail() {
+  log "ERROR: $*"
+  for f in etcd apiserver; do
+    [[ -f $dir/$f.log ]] && { log "--- last lines of $dir/$f.log"; tail -n 25 "$dir/$f.log" >&2; }
+  done
+  "$repo_root/hack/cluster-down.sh" --dir "$dir" || true
+  exit 1
+}
+
+start etcd "$tools/etcd" --name kelos-hooks --data-dir "$dir/etcd-data" \
+  --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
+  --listen-peer-urls "http://127.0.0.1:$peer_port" --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" \
+  --initial-cluster "kelos-hooks=http://127.0.0.1:$peer_port" --unsafe-no-fsync --log-level warn
+
+for _ in $(seq 100); do
+  curl -fsS "http://127.0.0.1:$etcd_port/health" >/dev/null 2>&1 && break
+  kill -0 "$(cat "$dir/etcd.pid")" 2>/dev/null || fail "etcd exited"
+  sleep 0.2
+done
+curl -fsS "http://127.0.0.1:$etcd_port/health" >/dev/null 2>&1 || fail "etcd did not become healthy"
+
+start apiserver "$tools/kube-apiserver" \
+  --etcd-servers "http://127.0.0.1:$etcd_port" \
+  --bind-address 127.0.0.1 --secure-port "$api_port" \
+  --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
+  --client-ca-file "$pki/ca.crt" \
+  --service-account-issuer https://kubernetes.default.svc \
+  --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
+  --service-cluster-ip-range 10.0.0.0/24 --allow-privileged=true \
+  --authorization-mode RBAC --disable-admission-plugins ServiceAccount \
+  --enable-priority-and-fairness=false --profiling=false
+
+cat >"$dir/kubeconfig" <<KC
+apiVersion: v1
+kind: Config
+clusters:
+- name: kelos-hooks
+  cluster:
+    server: https://127.0.0.1:$api_port
+    certificate-authority-data: $(base64 -w0 "$pki/ca.crt")
+users:
+- name: admin
+  user:
+    client-certificate-data: $(base64 -w0 "$pki/admin.crt")
+    client-key-data: $(base64 -w0 "$pki/admin.key")
+contexts:
+- name: kelos-hooks
+  context: {cluster: kelos-hooks, user: admin}
+current-context: kelos-hooks
+KC
+
+ready=0
+for _ in $(seq 300); do
+  if curl -fsS --cacert "$pki/ca.crt" --cert "$pki/admin.crt" --key "$pki/admin.key" \
+    "https://127.0.0.1:$api_port/readyz" >/dev/null 2>&1; then ready=1; break; fi
+  kill -0 "$(cat "$dir/apiserver.pid")" 2>/dev/null || fail "kube-apiserver exited"
+  sleep 0.2
+done
+((ready)) || fail "kube-apiserver was not ready within 60s"
+
+if [[ -n $watch_pid ]]; then
+  # A watchdog that stops this control plane once the watched process is gone.
+  nohup bash -c 'while kill -0 "$1" 2>/dev/null; do sleep 1; done; "$2" --dir "$3"' _ \
+    "$watch_pid" "$repo_root/hack/cluster-down.sh" "$dir" >/dev/null 2>&1 </dev/null &
+  echo $! >"$dir/watchdog.pid"
+fi
+echo "$tools" >"$dir/tools"
+log "control plane $("$tools/kubectl" --kubeconfig "$dir/kubeconfig" version -o json 2>/dev/null |
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["serverVersion"]["gitVersion"])') ready at https://127.0.0.1:$api_port"
+echo "$dir/kubeconfig"

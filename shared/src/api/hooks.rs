@@ -1,0 +1,125 @@
+//! `spec.onCompletion`: the webhooks a TaskSpawner declares for its Tasks' completion.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Most hooks one TaskSpawner may declare.
+pub const MAX_HOOKS: usize = 8;
+
+/// `spec.onCompletion` of a TaskSpawner.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OnCompletion {
+    /// Webhooks called when a spawned Task reaches a terminal phase (at most 8).
+    #[serde(default)]
+    #[schemars(length(max = 8))]
+    pub hooks: Vec<Hook>,
+}
+
+/// One completion webhook.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Hook {
+    /// DNS-1123 label, unique within the list; part of the delivery's `webhook-id`.
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub name: String,
+    /// Terminal phases that fire this hook; both when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2))]
+    pub phases: Option<Vec<Phase>>,
+    /// Where and how to deliver.
+    pub webhook: Webhook,
+}
+
+impl Hook {
+    /// Whether this hook fires for `phase` (an omitted list means every terminal phase).
+    pub fn fires_on(&self, phase: Phase) -> bool {
+        self.phases.as_ref().is_none_or(|p| p.contains(&phase))
+    }
+}
+
+/// A terminal Task phase a hook can fire on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+pub enum Phase {
+    /// The agent finished its work.
+    Succeeded,
+    /// The agent's run failed.
+    Failed,
+}
+
+impl Phase {
+    /// Both terminal phases, in a stable order.
+    pub const ALL: [Phase; 2] = [Phase::Succeeded, Phase::Failed];
+
+    /// The phase as kelos writes it in `status.phase`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Succeeded => "Succeeded",
+            Phase::Failed => "Failed",
+        }
+    }
+
+    /// Parses a `status.phase` value; `None` for non-terminal phases.
+    pub fn from_status(phase: &str) -> Option<Phase> {
+        match phase {
+            "Succeeded" => Some(Phase::Succeeded),
+            "Failed" => Some(Phase::Failed),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The HTTP endpoint of a hook.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Webhook {
+    /// Absolute `https://` URL with a host and no user-info.
+    #[schemars(length(min = 1, max = 2048), regex(pattern = r"^https://[^/?#@\s]+([/?#].*)?$"))]
+    pub url: String,
+    /// Secret (same namespace) whose every key is sent as an HTTP header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretRef>,
+    /// Secret key holding the Standard Webhooks signing key (`whsec_…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_secret_ref: Option<SecretKeyRef>,
+    /// Payload format; `Generic` when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<Format>,
+}
+
+/// A Secret in the Task's namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SecretRef {
+    /// Secret name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// One key of a Secret in the Task's namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SecretKeyRef {
+    /// Secret name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key within the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+/// Payload format of a hook.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Format {
+    /// kelos-hooks' own JSON object (`application/json`).
+    #[default]
+    Generic,
+    /// CloudEvents 1.0, structured mode (`application/cloudevents+json`).
+    CloudEvents,
+    /// A Slack incoming-webhook message.
+    Slack,
+}
