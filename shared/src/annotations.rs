@@ -15,7 +15,9 @@ pub const DELIVERY_PREFIX: &str = "kelos.dev/webhook-";
 
 /// Serialises hooks for the [`ON_COMPLETION`] annotation: the same shape as `spec.onCompletion`.
 pub fn encode_snapshot(hooks: &[Hook]) -> String {
-    let snapshot = OnCompletion { hooks: hooks.to_vec() };
+    let snapshot = OnCompletion {
+        hooks: hooks.to_vec(),
+    };
     // A struct of strings and enums always serialises.
     serde_json::to_string(&snapshot).unwrap_or_default()
 }

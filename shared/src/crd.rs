@@ -50,7 +50,10 @@ pub fn task() -> CustomResourceDefinition {
         version.additional_printer_columns = Some(vec![
             column("Type", ".spec.type"),
             column("Phase", ".status.phase"),
-            column("Report", ".metadata.annotations.kelos\\.dev/webhook-report-phase"),
+            column(
+                "Report",
+                ".metadata.annotations.kelos\\.dev/webhook-report-phase",
+            ),
         ]);
     }
     crd
@@ -86,8 +89,12 @@ fn preserved_object(description: &str) -> Value {
 /// `JSONSchemaProps` has no room for vendor extensions on arbitrary nodes.
 fn edit_schema(crd: &mut CustomResourceDefinition, edit: impl Fn(&mut Value)) {
     for version in &mut crd.spec.versions {
-        let Some(validation) = version.schema.as_mut() else { continue };
-        let Some(props) = validation.open_api_v3_schema.take() else { continue };
+        let Some(validation) = version.schema.as_mut() else {
+            continue;
+        };
+        let Some(props) = validation.open_api_v3_schema.take() else {
+            continue;
+        };
         let mut value = serde_json::to_value(props).unwrap_or(Value::Null);
         edit(&mut value);
         validation.open_api_v3_schema = serde_json::from_value::<JSONSchemaProps>(value).ok();

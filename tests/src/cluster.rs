@@ -43,7 +43,11 @@ async fn start_or_reuse() -> Result<Cluster> {
     let kubeconfig = dir.join("kubeconfig");
     let tools = std::fs::read_to_string(dir.join("tools"))
         .with_context(|| format!("{}/tools: is the control plane up?", dir.display()))?;
-    let cluster = Cluster { dir, kubeconfig, tools: PathBuf::from(tools.trim()) };
+    let cluster = Cluster {
+        dir,
+        kubeconfig,
+        tools: PathBuf::from(tools.trim()),
+    };
     cluster.install_crds().await?;
     Ok(cluster)
 }
@@ -61,7 +65,9 @@ async fn start_own() -> Result<PathBuf> {
         .await
         .context("running hack/cluster-up.sh")?;
     if !out.status.success() {
-        bail!("hack/cluster-up.sh failed: the control plane could not be built or started (see its output above)");
+        bail!(
+            "hack/cluster-up.sh failed: the control plane could not be built or started (see its output above)"
+        );
     }
     Ok(dir)
 }
@@ -90,7 +96,8 @@ impl Cluster {
     /// An admin client.
     pub async fn client(&self) -> Result<kube::Client> {
         let config = Kubeconfig::read_from(&self.kubeconfig)?;
-        let config = kube::Config::from_custom_kubeconfig(config, &KubeConfigOptions::default()).await?;
+        let config =
+            kube::Config::from_custom_kubeconfig(config, &KubeConfigOptions::default()).await?;
         Ok(kube::Client::try_from(config)?)
     }
 
@@ -110,7 +117,9 @@ impl Cluster {
         let ns: Namespace = serde_json::from_value(serde_json::json!({
             "metadata": {"name": name, "labels": {"kelos-hooks.dev/test": prefix}}
         }))?;
-        Api::<Namespace>::all(self.client().await?).create(&PostParams::default(), &ns).await?;
+        Api::<Namespace>::all(self.client().await?)
+            .create(&PostParams::default(), &ns)
+            .await?;
         Ok(name)
     }
 
@@ -123,7 +132,8 @@ impl Cluster {
             crds.patch(&name, &params, &Patch::Apply(&crd))
                 .await
                 .with_context(|| format!("applying CRD {name}"))?;
-            let established = await_condition(crds.clone(), &name, conditions::is_crd_established());
+            let established =
+                await_condition(crds.clone(), &name, conditions::is_crd_established());
             tokio::time::timeout(Duration::from_secs(30), established)
                 .await
                 .with_context(|| format!("CRD {name} not Established within 30s"))??;

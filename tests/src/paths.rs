@@ -25,7 +25,11 @@ pub fn bin(name: &str) -> PathBuf {
 /// `../shared/kelos-examples`: real kelos manifests, beside the repository.
 pub fn examples_dir() -> PathBuf {
     let dir = workspace_root().join("../shared/kelos-examples");
-    assert!(dir.is_dir(), "{} is missing: shared/ must sit beside the repository", dir.display());
+    assert!(
+        dir.is_dir(),
+        "{} is missing: shared/ must sit beside the repository",
+        dir.display()
+    );
     dir
 }
 

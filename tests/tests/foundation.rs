@@ -25,15 +25,28 @@ fn on_completion() -> Value {
 /// Every example manifest as JSON, with its file name.
 fn examples() -> Vec<(String, Value)> {
     let mut out = Vec::new();
-    let mut paths: Vec<_> = std::fs::read_dir(examples_dir()).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut paths: Vec<_> = std::fs::read_dir(examples_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     paths.sort();
-    for path in paths.into_iter().filter(|p| p.extension().is_some_and(|e| e == "yaml")) {
+    for path in paths
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+    {
         let text = std::fs::read_to_string(&path).unwrap();
         for doc in serde_saphyr::from_multiple::<Value>(&text).unwrap() {
-            out.push((path.file_name().unwrap().to_string_lossy().into_owned(), doc));
+            out.push((
+                path.file_name().unwrap().to_string_lossy().into_owned(),
+                doc,
+            ));
         }
     }
-    assert!(out.len() >= 10, "expected the kelos examples, found {}", out.len());
+    assert!(
+        out.len() >= 10,
+        "expected the kelos examples, found {}",
+        out.len()
+    );
     out
 }
 
@@ -48,16 +61,26 @@ async fn crds_are_established_and_declare_on_completion() -> Result<()> {
         Api::all(c.client().await?);
     let ts = crds.get("taskspawners.kelos.dev").await?;
     let schema = serde_json::to_value(&ts.spec.versions[0].schema)?;
-    let hooks = &schema["openAPIV3Schema"]["properties"]["spec"]["properties"]["onCompletion"]["properties"]["hooks"];
+    let hooks = &schema["openAPIV3Schema"]["properties"]["spec"]["properties"]["onCompletion"]["properties"]
+        ["hooks"];
     assert_eq!(hooks["maxItems"], json!(8), "schema: {hooks}");
-    assert_eq!(hooks["items"]["properties"]["phases"]["items"]["enum"], json!(["Succeeded", "Failed"]));
+    assert_eq!(
+        hooks["items"]["properties"]["phases"]["items"]["enum"],
+        json!(["Succeeded", "Failed"])
+    );
     crds.get("tasks.kelos.dev").await?;
 
     let out = c.kubectl().args(["version", "-o", "json"]).output().await?;
     let version: Value = serde_json::from_slice(&out.stdout)?;
-    let server = version["serverVersion"]["gitVersion"].as_str().unwrap_or_default().to_string();
+    let server = version["serverVersion"]["gitVersion"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     println!("kube-apiserver version: {server}");
-    assert!(server.starts_with("v1."), "real API server version expected, got {version}");
+    assert!(
+        server.starts_with("v1."),
+        "real API server version expected, got {version}"
+    );
     Ok(())
 }
 
@@ -78,7 +101,8 @@ async fn every_kelos_example_round_trips_through_the_api_server() -> Result<()> 
             continue;
         }
         doc["metadata"]["namespace"] = json!(ns);
-        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &api_resource(&kind));
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), &ns, &api_resource(&kind));
         let obj: DynamicObject = serde_json::from_value(doc.clone())?;
         let created = api
             .create(&PostParams::default(), &obj)
@@ -86,25 +110,45 @@ async fn every_kelos_example_round_trips_through_the_api_server() -> Result<()> 
             .with_context(|| format!("{file}: creating {kind}"))?;
         let name = created.metadata.name.clone().unwrap();
         let read = serde_json::to_value(api.get(&name).await?)?;
-        assert_eq!(read["spec"], doc["spec"], "{file}: spec changed on the way through the API server");
+        assert_eq!(
+            read["spec"], doc["spec"],
+            "{file}: spec changed on the way through the API server"
+        );
 
         // Read-modify-write through our typed structs keeps every kelos field.
         if kind == "TaskSpawner" {
             let typed: Api<TaskSpawner> = Api::namespaced(client.clone(), &ns);
             let mut ts = typed.get(&name).await?;
             assert_eq!(ts.hooks().len(), 2, "{file}");
-            ts.metadata.labels.get_or_insert_default().insert("touched".into(), "yes".into());
+            ts.metadata
+                .labels
+                .get_or_insert_default()
+                .insert("touched".into(), "yes".into());
             let replaced = typed.replace(&name, &PostParams::default(), &ts).await?;
-            assert_eq!(serde_json::to_value(&replaced.spec)?, doc["spec"], "{file}: typed write lost a field");
+            assert_eq!(
+                serde_json::to_value(&replaced.spec)?,
+                doc["spec"],
+                "{file}: typed write lost a field"
+            );
         } else {
             let typed: Api<Task> = Api::namespaced(client.clone(), &ns);
             let mut task = typed.get(&name).await?;
-            task.metadata.labels.get_or_insert_default().insert("touched".into(), "yes".into());
+            task.metadata
+                .labels
+                .get_or_insert_default()
+                .insert("touched".into(), "yes".into());
             let replaced = typed.replace(&name, &PostParams::default(), &task).await?;
-            assert_eq!(serde_json::to_value(&replaced.spec)?, doc["spec"], "{file}: typed write lost a field");
+            assert_eq!(
+                serde_json::to_value(&replaced.spec)?,
+                doc["spec"],
+                "{file}: typed write lost a field"
+            );
         }
     }
-    assert!(seen.0 >= 8 && seen.1 >= 4, "TaskSpawners/Tasks seen: {seen:?}");
+    assert!(
+        seen.0 >= 8 && seen.1 >= 4,
+        "TaskSpawners/Tasks seen: {seen:?}"
+    );
     Ok(())
 }
 
@@ -123,7 +167,11 @@ async fn task_status_moves_to_succeeded_through_the_status_subresource() -> Resu
 
     // A status written through the main resource is ignored (status subresource enabled).
     let ignored = tasks
-        .patch("fib", &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": "Succeeded"}})))
+        .patch(
+            "fib",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Succeeded"}})),
+        )
         .await?;
     assert_eq!(ignored.terminal_phase(), None);
 
@@ -133,13 +181,19 @@ async fn task_status_moves_to_succeeded_through_the_status_subresource() -> Resu
         "results": {"pr": "1"}, "usage": {"costUSD": "0.42", "inputTokens": 1200, "outputTokens": 340},
         "podName": "fib-abc"
     }});
-    tasks.patch_status("fib", &PatchParams::default(), &Patch::Merge(&status)).await?;
+    tasks
+        .patch_status("fib", &PatchParams::default(), &Patch::Merge(&status))
+        .await?;
     let done = tasks.get("fib").await?;
     assert_eq!(done.terminal_phase(), Some(Phase::Succeeded));
     let st = done.status.unwrap();
     assert_eq!(st.completion_time.as_deref(), Some("2026-11-25T10:05:00Z"));
     assert_eq!(st.usage.unwrap().input_tokens, Some(1200));
-    assert_eq!(st.rest.get("podName"), Some(&json!("fib-abc")), "unknown status fields are kept");
+    assert_eq!(
+        st.rest.get("podName"),
+        Some(&json!("fib-abc")),
+        "unknown status fields are kept"
+    );
     Ok(())
 }
 
@@ -149,17 +203,47 @@ async fn task_status_moves_to_succeeded_through_the_status_subresource() -> Resu
 async fn crd_schema_refuses_structurally_bad_hooks() -> Result<()> {
     let c = cluster().await?;
     let ns = c.namespace("foundation").await?;
-    let api: Api<DynamicObject> = Api::namespaced_with(c.client().await?, &ns, &api_resource("TaskSpawner"));
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(c.client().await?, &ns, &api_resource("TaskSpawner"));
     let hook = |name: &str, url: &str| json!({"name": name, "webhook": {"url": url}});
-    let nine: Vec<Value> = (0..9).map(|i| hook(&format!("h{i}"), "https://a.example")).collect();
+    let nine: Vec<Value> = (0..9)
+        .map(|i| hook(&format!("h{i}"), "https://a.example"))
+        .collect();
     let cases = [
-        ("http-url", json!([hook("a", "http://a.example/x")]), "spec.onCompletion.hooks[0].webhook.url"),
-        ("credentials", json!([hook("a", "https://u:p@a.example/x")]), "spec.onCompletion.hooks[0].webhook.url"),
+        (
+            "http-url",
+            json!([hook("a", "http://a.example/x")]),
+            "spec.onCompletion.hooks[0].webhook.url",
+        ),
+        (
+            "credentials",
+            json!([hook("a", "https://u:p@a.example/x")]),
+            "spec.onCompletion.hooks[0].webhook.url",
+        ),
         ("nine-hooks", json!(nine), "spec.onCompletion.hooks"),
-        ("bad-phase", json!([{"name": "a", "phases": ["Done"], "webhook": {"url": "https://a.example"}}]), "phases[0]"),
-        ("dup-names", json!([hook("a", "https://a.example"), hook("a", "https://b.example")]), "Duplicate value"),
-        ("bad-name", json!([hook("Not_A_Label", "https://a.example")]), "spec.onCompletion.hooks[0].name"),
-        ("bad-format", json!([{"name": "a", "webhook": {"url": "https://a.example", "format": "Xml"}}]), "format"),
+        (
+            "bad-phase",
+            json!([{"name": "a", "phases": ["Done"], "webhook": {"url": "https://a.example"}}]),
+            "phases[0]",
+        ),
+        (
+            "dup-names",
+            json!([
+                hook("a", "https://a.example"),
+                hook("a", "https://b.example")
+            ]),
+            "Duplicate value",
+        ),
+        (
+            "bad-name",
+            json!([hook("Not_A_Label", "https://a.example")]),
+            "spec.onCompletion.hooks[0].name",
+        ),
+        (
+            "bad-format",
+            json!([{"name": "a", "webhook": {"url": "https://a.example", "format": "Xml"}}]),
+            "format",
+        ),
     ];
     for (name, hooks, expect) in cases {
         let obj: DynamicObject = serde_json::from_value(json!({
@@ -167,9 +251,15 @@ async fn crd_schema_refuses_structurally_bad_hooks() -> Result<()> {
             "metadata": {"name": name},
             "spec": {"taskTemplate": {"type": "claude-code"}, "onCompletion": {"hooks": hooks}}
         }))?;
-        let err = api.create(&PostParams::default(), &obj).await.expect_err(name);
+        let err = api
+            .create(&PostParams::default(), &obj)
+            .await
+            .expect_err(name);
         let text = err.to_string();
-        assert!(text.contains(expect), "{name}: expected {expect:?} in {text}");
+        assert!(
+            text.contains(expect),
+            "{name}: expected {expect:?} in {text}"
+        );
     }
     let ok: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "kelos.dev/v1alpha2", "kind": "TaskSpawner", "metadata": {"name": "fine"},

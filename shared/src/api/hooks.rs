@@ -21,7 +21,10 @@ pub struct OnCompletion {
 #[serde(rename_all = "camelCase")]
 pub struct Hook {
     /// DNS-1123 label, unique within the list; part of the delivery's `webhook-id`.
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub name: String,
     /// Terminal phases that fire this hook; both when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -39,7 +42,9 @@ impl Hook {
 }
 
 /// A terminal Task phase a hook can fire on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 pub enum Phase {
     /// The agent finished its work.
     Succeeded,
@@ -80,7 +85,10 @@ impl std::fmt::Display for Phase {
 #[serde(rename_all = "camelCase")]
 pub struct Webhook {
     /// Absolute `https://` URL with a host and no user-info.
-    #[schemars(length(min = 1, max = 2048), regex(pattern = r"^https://[^/?#@\s]+([/?#].*)?$"))]
+    #[schemars(
+        length(min = 1, max = 2048),
+        regex(pattern = r"^https://[^/?#@\s]+([/?#].*)?$")
+    )]
     pub url: String,
     /// Secret (same namespace) whose every key is sent as an HTTP header.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -83,6 +83,10 @@ pub struct Usage {
 impl Task {
     /// The terminal phase, if the Task has reached one.
     pub fn terminal_phase(&self) -> Option<Phase> {
-        self.status.as_ref()?.phase.as_deref().and_then(Phase::from_status)
+        self.status
+            .as_ref()?
+            .phase
+            .as_deref()
+            .and_then(Phase::from_status)
     }
 }

@@ -34,6 +34,9 @@ pub struct TaskSpawnerSpec {
 impl TaskSpawner {
     /// The hooks this spawner declares (empty when it has none).
     pub fn hooks(&self) -> &[super::Hook] {
-        self.spec.on_completion.as_ref().map_or(&[], |o| o.hooks.as_slice())
+        self.spec
+            .on_completion
+            .as_ref()
+            .map_or(&[], |o| o.hooks.as_slice())
     }
 }
