@@ -18,21 +18,69 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "building the control-plane tools (cached per machine) and the workspace"
 hack/tools.sh >/dev/null
-cargo build --workspace --bins --quiet && cargo build -p kelos-hooks-shared --example print_crds --quiet
+cargo build --workspace --bins --quiet
 
 [[ -f $dir/apiserver.pid ]] && hack/cluster-down.sh --dir "$dir"
-((keep)) || trap 'hack/cluster-down.sh --dir "$dir"' EXIT
+stop_all() {
+  [[ -f $dir/admission.pid ]] && kill "$(cat "$dir/admission.pid")" 2>/dev/null
+  rm -f "$dir/admission.pid"
+  hack/cluster-down.sh --dir "$dir"
+}
+((keep)) || trap stop_all EXIT
 step "starting etcd + kube-apiserver on 127.0.0.1"
 kubeconfig=$(hack/cluster-up.sh --dir "$dir")
 kubectl() { "$(cat "$dir/tools")/kubectl" --kubeconfig "$kubeconfig" "$@"; }
 kubectl version
 
 step "installing the TaskSpawner and Task CRDs generated from the Rust types"
-target/debug/examples/print_crds | kubectl apply --server-side -f -
+target/debug/kelos-hooks-admission crds | kubectl apply --server-side -f -
 kubectl wait --for condition=Established crd/taskspawners.kelos.dev crd/tasks.kelos.dev --timeout 30s
 
-step "applying a kelos TaskSpawner (shared/kelos-examples/03) with an onCompletion block"
+step "starting the admission server (rustls, certificate from kelos-hooks-certs) and registering its webhooks"
+certs=target/debug/kelos-hooks-certs
+"$certs" ca --out "$dir/demo-pki" --cn kelos-hooks-demo-ca --force >/dev/null
+"$certs" serving --ca-dir "$dir/demo-pki" --out "$dir/demo-pki" --name admission --san 127.0.0.1 >/dev/null
+adm_port=$(free_port); adm_probe=$(free_port)
+KUBECONFIG=$kubeconfig target/debug/kelos-hooks-admission serve \
+  --listen "127.0.0.1:$adm_port" --metrics-listen "127.0.0.1:$adm_probe" \
+  --tls-cert-file "$dir/demo-pki/admission.crt" --tls-key-file "$dir/demo-pki/admission.key" \
+  --dispatcher-identity system:serviceaccount:kelos-hooks:kelos-hooks-dispatcher \
+  >"$dir/admission.log" 2>&1 &
+echo $! >"$dir/admission.pid"
+for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$adm_probe/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+curl -fsS "http://127.0.0.1:$adm_probe/readyz"; echo
+hack/webhook-configs.sh --url "https://127.0.0.1:$adm_port" --ca-file "$dir/demo-pki/ca.crt" \
+  --name kelos-hooks-demo | kubectl apply -f -
 kubectl create namespace demo
+# The API server picks up new webhook configurations asynchronously: wait until one answers.
+for _ in $(seq 50); do
+  kubectl -n demo apply --dry-run=server -f - >/dev/null 2>&1 <<'YAML' || break
+apiVersion: kelos.dev/v1alpha2
+kind: TaskSpawner
+metadata: {name: probe}
+spec: {onCompletion: {hooks: [{name: a, webhook: {url: "https://10.0.0.1/"}}]}}
+YAML
+  sleep 0.2
+done
+
+step "a TaskSpawner with bad hooks is refused at apply time, every problem named"
+if kubectl -n demo apply -f - <<'YAML'; then die "the bad TaskSpawner was accepted"; fi
+apiVersion: kelos.dev/v1alpha2
+kind: TaskSpawner
+metadata:
+  name: bad-hooks
+spec:
+  taskTemplate: {type: claude-code}
+  onCompletion:
+    hooks:
+    - name: team
+      webhook: {url: "https://169.254.169.254/latest/meta-data"}
+    - name: team
+      phases: [Done]
+      webhook: {url: "https://hooks.example.com/x?token=abc"}
+YAML
+
+step "applying a kelos TaskSpawner (shared/kelos-examples/03) with an onCompletion block"
 kubectl -n demo apply -f - <<'YAML'
 apiVersion: kelos.dev/v1alpha2
 kind: TaskSpawner
@@ -58,20 +106,25 @@ spec:
         url: https://hooks.example.com/kelos
         signingSecretRef: {name: team-hook-signing, key: secret}
 YAML
-kubectl -n demo get taskspawner fix-bugs -o jsonpath='{.spec.onCompletion}{"\n"}'
 
-step "creating a Task as the kelos controller would, then marking it Succeeded"
+step "a Task created as the kelos controller would gets the spawner's hooks injected"
 kubectl -n demo apply -f - <<'YAML'
 apiVersion: kelos.dev/v1alpha2
 kind: Task
 metadata:
   name: fix-bugs-42
   labels: {kelos.dev/taskspawner: fix-bugs}
+  annotations: {kelos.dev/on-completion: '{"hooks":[{"name":"forged","webhook":{"url":"https://evil.example"}}]}'}
 spec:
   type: claude-code
   prompt: "Fix issue #42"
   credentials: {type: oauth, secretRef: {name: claude-oauth-token}}
 YAML
+annotation=$(kubectl -n demo get task fix-bugs-42 -o jsonpath='{.metadata.annotations.kelos\.dev/on-completion}')
+echo "kelos.dev/on-completion: $annotation"
+[[ $annotation == *notify-team* && $annotation != *forged* ]] || die "the annotation was not injected"
+
+step "marking the Task Succeeded through the status subresource, as the kelos controller does"
 kubectl -n demo patch task fix-bugs-42 --subresource status --type merge -p \
   '{"status":{"phase":"Succeeded","message":"PR opened","completionTime":"'"$(date -u +%FT%TZ)"'","outputs":["https://github.com/example/repo/pull/42"]}}'
 kubectl -n demo get tasks -o wide

@@ -1,0 +1,363 @@
+//! HTTP plumbing of the webhook port: body limits, AdmissionReview parsing, dispatch to the
+//! handlers, responses, metrics. Bad input gets HTTP 400 with `{"error": "..."}`, never a panic.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use kelos_hooks_shared::ip::IpPolicy;
+
+use crate::cache::SpawnerCache;
+use crate::handlers::{mutate_task, validate_task, validate_taskspawner};
+use crate::metrics::{Endpoint, Metrics};
+use crate::review::{self, CEILING_RESPONSE, Decision, Request};
+
+/// Largest review body accepted (the API server caps objects at about 3 MiB too).
+pub const MAX_BODY: usize = 3 * 1024 * 1024;
+
+/// Stable endpoint paths (the chart's webhook configurations use them).
+pub mod paths {
+    /// TaskSpawner validation.
+    pub const VALIDATE_TASKSPAWNERS: &str = "/validate/taskspawners";
+    /// Task mutation.
+    pub const MUTATE_TASKS: &str = "/mutate/tasks";
+    /// Task validation.
+    pub const VALIDATE_TASKS: &str = "/validate/tasks";
+    /// Benchmark baseline: reads the body, answers a fixed allowed review.
+    pub const CEILING: &str = "/ceiling";
+}
+
+/// What the handlers need, shared by every request.
+#[derive(Debug)]
+pub struct AppState {
+    /// TaskSpawner hooks.
+    pub cache: SpawnerCache,
+    /// `--allow-cidr`.
+    pub policy: Arc<IpPolicy>,
+    /// `--dispatcher-identity`.
+    pub dispatchers: Vec<String>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+/// The router of the webhook port.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route(paths::VALIDATE_TASKSPAWNERS, post(validate_taskspawners))
+        .route(paths::MUTATE_TASKS, post(mutate_tasks))
+        .route(paths::VALIDATE_TASKS, post(validate_tasks))
+        .route(paths::CEILING, post(ceiling))
+        .with_state(state)
+}
+
+fn json_response(status: StatusCode, body: impl Into<Body>) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.into(),
+    )
+        .into_response()
+}
+
+/// HTTP 400 with a JSON error body.
+pub fn bad_request(message: &str) -> Response {
+    json_response(
+        StatusCode::BAD_REQUEST,
+        serde_json::json!({ "error": message }).to_string(),
+    )
+}
+
+async fn read_body(body: Body) -> Result<Bytes, Response> {
+    axum::body::to_bytes(body, MAX_BODY).await.map_err(|e| {
+        // to_bytes fails for over-limit bodies and broken streams alike.
+        bad_request(&format!(
+            "cannot read request body (limit {MAX_BODY} bytes): {e}"
+        ))
+    })
+}
+
+/// Checks the object kind matches the endpoint: a misrouted review is denied, not judged.
+fn kind_mismatch(req: &Request<'_>, expected: &str) -> Option<Decision> {
+    if req.kind.group == kelos_hooks_shared::api::GROUP && req.kind.kind == expected {
+        return None;
+    }
+    Some(Decision::deny(
+        400,
+        format!(
+            "this kelos-hooks endpoint judges kelos.dev {expected} objects, got {}/{} {}; check the webhook configuration's rules",
+            req.kind.group, req.kind.version, req.kind.kind
+        ),
+    ))
+}
+
+async fn serve_review(state: &AppState, endpoint: Endpoint, body: Body) -> Response {
+    let started = Instant::now();
+    let bytes = match read_body(body).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let req = match review::parse(&bytes) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(endpoint = endpoint.as_str(), error = %e, "rejected review");
+            return bad_request(&e.to_string());
+        }
+    };
+    let expected = if endpoint == Endpoint::ValidateTaskSpawners {
+        "TaskSpawner"
+    } else {
+        "Task"
+    };
+    let decision = match kind_mismatch(&req, expected) {
+        Some(d) => d,
+        None => match endpoint {
+            Endpoint::ValidateTaskSpawners => validate_taskspawner::decide(&req, &state.policy),
+            Endpoint::ValidateTasks => {
+                validate_task::decide(&req, &state.policy, &state.dispatchers)
+            }
+            Endpoint::MutateTasks => mutate_task::handle(&req, &state.cache).await,
+        },
+    };
+    let out = review::encode_response(&req.uid, &decision);
+    state.metrics.observe_request(
+        endpoint,
+        &req.operation,
+        decision.allowed,
+        started.elapsed(),
+    );
+    if !decision.allowed {
+        tracing::debug!(
+            uid = %req.uid, endpoint = endpoint.as_str(), operation = %req.operation,
+            user = req.username(), dry_run = req.dry_run.unwrap_or(false),
+            code = decision.status.as_ref().map(|s| s.code), "denied"
+        );
+    } else {
+        tracing::trace!(uid = %req.uid, endpoint = endpoint.as_str(), patched = decision.patch.is_some(), "allowed");
+    }
+    json_response(StatusCode::OK, out)
+}
+
+async fn validate_taskspawners(State(state): State<Arc<AppState>>, body: Body) -> Response {
+    serve_review(&state, Endpoint::ValidateTaskSpawners, body).await
+}
+
+async fn mutate_tasks(State(state): State<Arc<AppState>>, body: Body) -> Response {
+    serve_review(&state, Endpoint::MutateTasks, body).await
+}
+
+async fn validate_tasks(State(state): State<Arc<AppState>>, body: Body) -> Response {
+    serve_review(&state, Endpoint::ValidateTasks, body).await
+}
+
+async fn ceiling(body: Body) -> Response {
+    match read_body(body).await {
+        Ok(_) => json_response(StatusCode::OK, Bytes::from_static(CEILING_RESPONSE)),
+        Err(resp) => resp,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use axum::http::Request as HttpRequest;
+    use base64::Engine as _;
+    use futures::FutureExt;
+    use kelos_hooks_shared::annotations::ON_COMPLETION;
+    use kube::runtime::reflector::store::Writer;
+    use kube::runtime::watcher;
+    use serde_json::{Value, json};
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::cache::{CachedSpawner, Lookup, MissLookup, SpawnerHooks};
+    use crate::fixtures;
+
+    const SNAP: &str = r#"{"hooks":[{"name":"a","webhook":{"url":"https://h.example.com/x"}}]}"#;
+
+    fn app() -> Router {
+        app_and_metrics().0
+    }
+
+    fn app_and_metrics() -> (Router, Arc<Metrics>) {
+        let mut writer: Writer<CachedSpawner> = Writer::default();
+        let mut s = CachedSpawner::default();
+        s.metadata.name = Some(fixtures::SPAWNER.into());
+        s.metadata.namespace = Some(fixtures::NS.into());
+        s.spec.hooks = SpawnerHooks::Snapshot(SNAP.into());
+        writer.apply_watcher_event(&watcher::Event::Apply(s));
+        let miss: MissLookup = Arc::new(|_, _| async { Lookup::NotFound }.boxed());
+        let metrics = Arc::new(Metrics::new());
+        let state = AppState {
+            cache: SpawnerCache::new(writer.as_reader(), miss, metrics.clone()),
+            policy: Arc::new(IpPolicy::default()),
+            dispatchers: vec![fixtures::DISPATCHER.to_owned()],
+            metrics: metrics.clone(),
+        };
+        (router(Arc::new(state)), metrics)
+    }
+
+    async fn post(path: &str, body: impl Into<Body>) -> (StatusCode, Value) {
+        let req = HttpRequest::post(path)
+            .header("content-type", "application/json")
+            .body(body.into())
+            .unwrap();
+        let resp = app().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    #[tokio::test]
+    async fn patch_is_a_base64_string() {
+        let body = fixtures::task_create(fixtures::spawned_task(Value::Null), "kelos");
+        let (status, v) = post(paths::MUTATE_TASKS, body).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(v["apiVersion"], "admission.k8s.io/v1");
+        assert_eq!(v["kind"], "AdmissionReview");
+        let r = &v["response"];
+        assert_eq!(r["uid"], "705ab4f5-6393-11e8-b7cc-42010a800002");
+        assert_eq!(r["allowed"], true);
+        assert_eq!(r["patchType"], "JSONPatch");
+        let b64 = r["patch"].as_str().expect("patch must be a string");
+        let patch: Value = serde_json::from_slice(
+            &base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            patch,
+            json!([{"op": "add", "path": "/metadata/annotations", "value": {ON_COMPLETION: SNAP}}])
+        );
+    }
+
+    #[tokio::test]
+    async fn no_patch_no_patch_type() {
+        let body = fixtures::task_create(
+            fixtures::spawned_task(json!({ON_COMPLETION: SNAP})),
+            "kelos",
+        );
+        let (_, v) = post(paths::MUTATE_TASKS, body).await;
+        assert!(v["response"].get("patch").is_none() && v["response"].get("patchType").is_none());
+        assert!(v["response"].get("warnings").is_none());
+    }
+
+    #[tokio::test]
+    async fn denial_carries_status_and_warnings() {
+        let hooks = json!({"hooks": [{"name": "a", "webhook": {"url": "http://h.example.com/x?token=abcdef123456"}}]});
+        let (status, v) = post(
+            paths::VALIDATE_TASKSPAWNERS,
+            fixtures::spawner_review("CREATE", hooks),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        let r = &v["response"];
+        assert_eq!(r["allowed"], false);
+        assert_eq!(r["status"]["code"], 400);
+        assert!(
+            r["status"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("spec.onCompletion.hooks[0].webhook.url")
+        );
+    }
+
+    #[tokio::test]
+    async fn forbidden_edit_is_403() {
+        let old = fixtures::spawned_task(json!({ON_COMPLETION: SNAP}));
+        let new = fixtures::spawned_task(json!({ON_COMPLETION: "{}"}));
+        let (_, v) = post(
+            paths::VALIDATE_TASKS,
+            fixtures::task_update(old, new, "alice"),
+        )
+        .await;
+        assert_eq!(v["response"]["status"]["code"], 403);
+        assert_eq!(v["response"]["status"]["reason"], "Forbidden");
+    }
+
+    #[tokio::test]
+    async fn malformed_bodies_are_400_json() {
+        for (body, needle) in [
+            (b"{not json".to_vec(), "malformed"),
+            (b"".to_vec(), "malformed"),
+            (br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#.to_vec(), "no request"),
+            (br#"{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview","request":{}}"#.to_vec(), "apiVersion"),
+            (br#"{"apiVersion":"admission.k8s.io/v1","kind":"Pod"}"#.to_vec(), "kind"),
+            (br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":5}}"#.to_vec(), "malformed"),
+            (b"[1,2,3]".to_vec(), "malformed"),
+        ] {
+            for path in [paths::VALIDATE_TASKSPAWNERS, paths::MUTATE_TASKS, paths::VALIDATE_TASKS] {
+                let (status, v) = post(path, body.clone()).await;
+                assert_eq!(status, StatusCode::BAD_REQUEST, "{path} {}", String::from_utf8_lossy(&body));
+                let msg = v["error"].as_str().unwrap_or_default();
+                assert!(msg.contains(needle), "{path}: {msg:?} lacks {needle:?}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn oversized_body_is_400() {
+        let big = vec![b' '; MAX_BODY + 1];
+        let (status, v) = post(paths::MUTATE_TASKS, big).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(v["error"].as_str().unwrap().contains("limit"));
+    }
+
+    #[tokio::test]
+    async fn misrouted_kind_is_denied() {
+        let body = fixtures::task_create(fixtures::spawned_task(Value::Null), "kelos");
+        let (status, v) = post(paths::VALIDATE_TASKSPAWNERS, body).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(v["response"]["allowed"], false);
+        assert!(
+            v["response"]["status"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("got kelos.dev/v1alpha2 Task")
+        );
+    }
+
+    #[tokio::test]
+    async fn dry_run_is_judged_the_same() {
+        let mut v: Value = serde_json::from_slice(&fixtures::task_create(
+            fixtures::spawned_task(Value::Null),
+            "k",
+        ))
+        .unwrap();
+        v["request"]["dryRun"] = json!(true);
+        let (_, out) = post(paths::MUTATE_TASKS, serde_json::to_vec(&v).unwrap()).await;
+        assert_eq!(out["response"]["patchType"], "JSONPatch");
+    }
+
+    #[tokio::test]
+    async fn ceiling_answers_without_parsing() {
+        let (status, v) = post(paths::CEILING, "anything at all").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(v["response"]["allowed"], true);
+    }
+
+    #[tokio::test]
+    async fn requests_are_counted() {
+        let (a, metrics) = app_and_metrics();
+        let body = fixtures::task_create(fixtures::spawned_task(Value::Null), "kelos");
+        let req = HttpRequest::post(paths::MUTATE_TASKS)
+            .body(Body::from(body))
+            .unwrap();
+        assert_eq!(a.oneshot(req).await.unwrap().status(), StatusCode::OK);
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"admission_requests_total{endpoint="mutate-tasks",operation="CREATE",allowed="true"} 1"#),
+            "{text}"
+        );
+    }
+}

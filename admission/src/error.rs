@@ -1,0 +1,39 @@
+//! The crate's error type.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong outside a single admission decision.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A certificate or key file could not be read or parsed.
+    #[error("TLS material {path}: {reason}")]
+    Tls {
+        /// File (or pair) at fault.
+        path: PathBuf,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Connecting to or talking to the Kubernetes API failed.
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// A `--allow-cidr` value is not a CIDR.
+    #[error("--allow-cidr: {0}")]
+    Cidr(String),
+    /// Self-managed certificates: the CA or serving certificate could not be made or stored.
+    #[error("self-managed certificates: {0}")]
+    SelfManaged(String),
+    /// Command-line usage problem found after parsing.
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// Result with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

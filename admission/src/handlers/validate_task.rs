@@ -1,0 +1,262 @@
+//! `POST /validate/tasks`: the hook snapshot annotation is valid and immutable, and the delivery
+//! annotations are changed only by the dispatcher.
+
+use kelos_hooks_shared::annotations::{DELIVERY_PREFIX, ON_COMPLETION};
+use kelos_hooks_shared::ip::IpPolicy;
+use kelos_hooks_shared::validation::{Context, validate_snapshot};
+
+use super::{CREATE, UPDATE};
+use crate::review::{Decision, Metadata, Request};
+
+/// Judges a Task CREATE/UPDATE; other operations are allowed.
+///
+/// On UPDATE the snapshot is only compared, not re-validated: it was validated at creation, and
+/// a later rule change (e.g. a narrower `--allow-cidr`) must not make existing Tasks un-updatable.
+pub fn decide(req: &Request<'_>, policy: &IpPolicy, dispatchers: &[String]) -> Decision {
+    let is_create = req.operation == CREATE;
+    if !is_create && req.operation != UPDATE {
+        return Decision::allow();
+    }
+    let Some(object) = req.object.as_ref() else {
+        return Decision::deny(400, "the review carries no object to validate");
+    };
+    let new = &object.metadata;
+    let old = req.old_object.as_ref().map(|o| &o.metadata);
+    let name = new.display_name();
+
+    if is_create {
+        if let Some(snapshot) = new.annotation(ON_COMPLETION) {
+            let report = validate_snapshot(snapshot, &Context { ip_policy: policy });
+            if !report.is_valid() {
+                return Decision::deny(400, format!("Task {name}: {}", report.error_summary()));
+            }
+        }
+    } else {
+        let before = old.and_then(|m| m.annotation(ON_COMPLETION));
+        let after = new.annotation(ON_COMPLETION);
+        if before != after {
+            let change = match (before, after) {
+                (None, _) => "added",
+                (_, None) => "removed",
+                _ => "changed",
+            };
+            return Decision::deny(
+                403,
+                format!(
+                    "Task {name}: metadata.annotations[{ON_COMPLETION}] is immutable (it was {change}): \
+                     kelos-hooks records the TaskSpawner's hooks there when the Task is created; \
+                     change the TaskSpawner's spec.onCompletion for future Tasks instead"
+                ),
+            );
+        }
+    }
+
+    let user = req.username();
+    if !dispatchers.iter().any(|d| d == user) {
+        let changed = changed_delivery_annotations(old, new);
+        if !changed.is_empty() {
+            return Decision::deny(
+                403,
+                format!(
+                    "Task {name}: {} may only be changed by the kelos-hooks dispatcher ({}); user {:?} may not",
+                    changed
+                        .iter()
+                        .map(|k| format!("metadata.annotations[{k}]"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    dispatchers.join(", "),
+                    user,
+                ),
+            );
+        }
+    }
+    Decision::allow()
+}
+
+/// Keys under [`DELIVERY_PREFIX`] added, changed or removed between `old` and `new`, sorted.
+pub fn changed_delivery_annotations<'m>(
+    old: Option<&'m Metadata<'_>>,
+    new: &'m Metadata<'_>,
+) -> Vec<&'m str> {
+    let delivery = |m: Option<&'m Metadata<'_>>| {
+        m.and_then(|m| m.annotations.as_ref())
+            .into_iter()
+            .flat_map(|a| a.iter())
+            .filter(|(k, _)| k.starts_with(DELIVERY_PREFIX))
+            .map(|(k, v)| (k.as_ref(), v.as_ref()))
+    };
+    let mut changed: Vec<&str> = Vec::new();
+    for (k, v) in delivery(Some(new)) {
+        if old.and_then(|m| m.annotation(k)) != Some(v) {
+            changed.push(k);
+        }
+    }
+    for (k, _) in delivery(old) {
+        if new.annotation(k).is_none() {
+            changed.push(k);
+        }
+    }
+    changed.sort_unstable();
+    changed
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use kelos_hooks_shared::annotations::{DELIVERIES, REPORT_PHASE};
+    use serde_json::json;
+
+    use super::*;
+    use crate::fixtures::{self, DISPATCHER};
+    use crate::review::parse;
+
+    fn run(body: &[u8]) -> Decision {
+        decide(
+            &parse(body).unwrap(),
+            &IpPolicy::default(),
+            &[DISPATCHER.to_owned()],
+        )
+    }
+
+    fn snapshot() -> String {
+        let oc: kelos_hooks_shared::api::OnCompletion =
+            serde_json::from_value(fixtures::valid_hooks()).unwrap();
+        kelos_hooks_shared::annotations::encode_snapshot(&oc.hooks)
+    }
+
+    #[test]
+    fn create_with_valid_snapshot_is_allowed() {
+        let t = fixtures::spawned_task(json!({ON_COMPLETION: snapshot()}));
+        assert!(run(&fixtures::task_create(t, "kelos-controller")).allowed);
+    }
+
+    #[test]
+    fn create_with_invalid_snapshot_is_denied() {
+        let bad = r#"{"hooks":[{"name":"x","webhook":{"url":"http://evil.example.com"}}]}"#;
+        let t = fixtures::spawned_task(json!({ON_COMPLETION: bad}));
+        let d = run(&fixtures::task_create(t, "kelos-controller"));
+        assert!(!d.allowed);
+        let s = d.status.unwrap();
+        assert_eq!(s.code, 400);
+        assert!(
+            s.message
+                .contains("metadata.annotations[kelos.dev/on-completion].hooks[0].webhook.url"),
+            "{}",
+            s.message
+        );
+    }
+
+    #[test]
+    fn create_with_garbage_snapshot_is_denied() {
+        let t = fixtures::spawned_task(json!({ON_COMPLETION: "not json"}));
+        assert!(!run(&fixtures::task_create(t, "u")).allowed);
+    }
+
+    #[test]
+    fn snapshot_is_immutable() {
+        let s = snapshot();
+        let old = fixtures::spawned_task(json!({ON_COMPLETION: s}));
+        // Unchanged, other annotations edited: fine.
+        let same = fixtures::spawned_task(json!({ON_COMPLETION: s, "note": "hi"}));
+        assert!(run(&fixtures::task_update(old.clone(), same, "alice")).allowed);
+        // Changed.
+        let changed = fixtures::spawned_task(json!({ON_COMPLETION: r#"{"hooks":[]}"#}));
+        let d = run(&fixtures::task_update(old.clone(), changed, "alice"));
+        assert_eq!(d.status.as_ref().unwrap().code, 403);
+        assert!(
+            d.status
+                .unwrap()
+                .message
+                .contains("immutable (it was changed)")
+        );
+        // Removed.
+        let removed = fixtures::spawned_task(json!({"note": "hi"}));
+        let d = run(&fixtures::task_update(old, removed.clone(), "alice"));
+        assert!(d.status.unwrap().message.contains("it was removed"));
+        // Added later.
+        let added = fixtures::spawned_task(json!({ON_COMPLETION: s}));
+        let d = run(&fixtures::task_update(removed, added, "alice"));
+        assert!(d.status.unwrap().message.contains("it was added"));
+    }
+
+    #[test]
+    fn immutability_binds_the_dispatcher_too() {
+        let old = fixtures::spawned_task(json!({ON_COMPLETION: snapshot()}));
+        let new = fixtures::spawned_task(json!({}));
+        assert!(!run(&fixtures::task_update(old, new, DISPATCHER)).allowed);
+    }
+
+    #[test]
+    fn delivery_annotations_only_by_the_dispatcher() {
+        let old = fixtures::spawned_task(json!({DELIVERIES: "{}"}));
+        let new = fixtures::spawned_task(json!({DELIVERIES: r#"{"a":{"state":"Delivered"}}"#}));
+        let d = run(&fixtures::task_update(old.clone(), new.clone(), "mallory"));
+        assert!(!d.allowed);
+        let msg = d.status.as_ref().unwrap().message.clone();
+        assert_eq!(d.status.unwrap().code, 403);
+        assert!(
+            msg.contains("metadata.annotations[kelos.dev/webhook-deliveries]"),
+            "{msg}"
+        );
+        assert!(msg.contains(DISPATCHER) && msg.contains("mallory"), "{msg}");
+        assert!(run(&fixtures::task_update(old, new, DISPATCHER)).allowed);
+    }
+
+    #[test]
+    fn delivery_annotation_added_or_removed_counts() {
+        let none = fixtures::spawned_task(json!({}));
+        let with = fixtures::spawned_task(json!({REPORT_PHASE: "Succeeded"}));
+        assert!(
+            !run(&fixtures::task_update(
+                none.clone(),
+                with.clone(),
+                "mallory"
+            ))
+            .allowed
+        );
+        assert!(
+            !run(&fixtures::task_update(
+                with.clone(),
+                none.clone(),
+                "mallory"
+            ))
+            .allowed
+        );
+        // No annotations map at all on either side.
+        let bare = fixtures::spawned_task(serde_json::Value::Null);
+        assert!(!run(&fixtures::task_update(bare.clone(), with, "mallory")).allowed);
+        assert!(run(&fixtures::task_update(bare, none, "mallory")).allowed);
+    }
+
+    #[test]
+    fn unchanged_delivery_annotations_allow_other_edits() {
+        let old = fixtures::spawned_task(json!({DELIVERIES: "{}", REPORT_PHASE: "Failed"}));
+        let new =
+            fixtures::spawned_task(json!({DELIVERIES: "{}", REPORT_PHASE: "Failed", "x": "y"}));
+        assert!(run(&fixtures::task_update(old, new, "mallory")).allowed);
+    }
+
+    #[test]
+    fn forged_delivery_annotations_on_create_are_denied() {
+        let t = fixtures::spawned_task(json!({DELIVERIES: r#"{"a":{"state":"Delivered"}}"#}));
+        assert!(!run(&fixtures::task_create(t.clone(), "mallory")).allowed);
+        assert!(run(&fixtures::task_create(t, DISPATCHER)).allowed);
+    }
+
+    #[test]
+    fn configured_identities_replace_the_default() {
+        let old = fixtures::spawned_task(json!({}));
+        let new = fixtures::spawned_task(json!({DELIVERIES: "{}"}));
+        let body = fixtures::task_update(old, new, "system:serviceaccount:x:y");
+        let ids = ["a".to_owned(), "system:serviceaccount:x:y".to_owned()];
+        assert!(decide(&parse(&body).unwrap(), &IpPolicy::default(), &ids).allowed);
+        assert!(!run(&body).allowed);
+    }
+
+    #[test]
+    fn delete_is_allowed() {
+        let t = fixtures::spawned_task(json!({DELIVERIES: "{}"}));
+        let body = fixtures::review_json("DELETE", "Task", t.clone(), Some(t), "mallory");
+        assert!(run(&body).allowed);
+    }
+}

@@ -1,0 +1,169 @@
+//! `POST /validate/taskspawners`: every `spec.onCompletion` rule, all violations in one denial.
+
+use kelos_hooks_shared::ip::IpPolicy;
+use kelos_hooks_shared::validation::{Context, Report, validate_on_completion};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::{CREATE, UPDATE};
+use crate::review::{Decision, Request};
+
+/// `spec` as far as this check reads it: `onCompletion`, parsed only when present.
+#[derive(Deserialize)]
+struct SpecView<'a> {
+    #[serde(rename = "onCompletion", borrow, default)]
+    on_completion: Option<&'a RawValue>,
+}
+
+/// Judges a TaskSpawner CREATE/UPDATE; other operations are allowed.
+pub fn decide(req: &Request<'_>, policy: &IpPolicy) -> Decision {
+    if req.operation != CREATE && req.operation != UPDATE {
+        return Decision::allow();
+    }
+    let Some(object) = req.object.as_ref() else {
+        return Decision::deny(400, "the review carries no object to validate");
+    };
+    let report = match object.spec {
+        None => Report::default(),
+        Some(spec) => judge_spec(spec, policy),
+    };
+    if report.is_valid() {
+        Decision::allow().with_warnings(report.warnings)
+    } else {
+        let message = format!(
+            "TaskSpawner {}: {}",
+            object.metadata.display_name(),
+            report.error_summary()
+        );
+        Decision::deny(400, message).with_warnings(report.warnings)
+    }
+}
+
+fn judge_spec(spec: &RawValue, policy: &IpPolicy) -> Report {
+    let ctx = Context { ip_policy: policy };
+    let mut report = Report::default();
+    let view: SpecView<'_> = match serde_json::from_str(spec.get()) {
+        Ok(v) => v,
+        Err(e) => {
+            report.error("spec", format!("must be an object: {e}"));
+            return report;
+        }
+    };
+    let Some(raw) = view.on_completion else {
+        return report;
+    };
+    match serde_json::from_str::<serde_json::Value>(raw.get()) {
+        Ok(value) => validate_on_completion(&value, "spec.onCompletion", &ctx),
+        Err(e) => {
+            report.error("spec.onCompletion", format!("unreadable: {e}"));
+            report
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::fixtures;
+    use crate::review::parse;
+
+    fn decide_on(body: &[u8]) -> Decision {
+        decide(&parse(body).unwrap(), &IpPolicy::default())
+    }
+
+    #[test]
+    fn valid_spawner_is_allowed() {
+        let body = fixtures::spawner_review("CREATE", fixtures::valid_hooks());
+        let d = decide_on(&body);
+        assert!(d.allowed, "{d:?}");
+        assert!(d.patch.is_none());
+    }
+
+    #[test]
+    fn spawner_without_on_completion_is_allowed() {
+        let body = fixtures::spawner_review("CREATE", serde_json::Value::Null);
+        assert!(decide_on(&body).allowed);
+    }
+
+    #[test]
+    fn every_violation_is_listed_with_its_path() {
+        let hooks = serde_json::json!({"hooks": [
+            {"name": "a", "webhook": {"url": "http://hooks.example.com/x"}},
+            {"name": "Bad_Name", "phases": ["Running"], "webhook": {"url": "https://10.0.0.1/x"}},
+        ]});
+        let d = decide_on(&fixtures::spawner_review("UPDATE", hooks));
+        assert!(!d.allowed);
+        let status = d.status.unwrap();
+        assert_eq!(status.code, 400);
+        for path in [
+            "spec.onCompletion.hooks[0].webhook.url",
+            "spec.onCompletion.hooks[1].name",
+            "spec.onCompletion.hooks[1].phases[0]",
+            "spec.onCompletion.hooks[1].webhook.url",
+        ] {
+            assert!(
+                status.message.contains(path),
+                "{path} missing in {}",
+                status.message
+            );
+        }
+        assert!(
+            status.message.starts_with("TaskSpawner my-spawner: "),
+            "{}",
+            status.message
+        );
+    }
+
+    #[test]
+    fn allow_cidr_opens_a_blocked_range() {
+        let hooks =
+            serde_json::json!({"hooks": [{"name": "a", "webhook": {"url": "https://10.1.2.3/x"}}]});
+        let body = fixtures::spawner_review("CREATE", hooks);
+        assert!(!decide_on(&body).allowed);
+        let policy = IpPolicy::from_cidrs(&["10.0.0.0/8"]).unwrap();
+        assert!(decide(&parse(&body).unwrap(), &policy).allowed);
+    }
+
+    #[test]
+    fn warnings_pass_through() {
+        let hooks = serde_json::json!({"hooks": [
+            {"name": "a", "webhook": {"url": "https://hooks.example.com/x?token=abc123"}}]});
+        let d = decide_on(&fixtures::spawner_review("CREATE", hooks));
+        assert!(d.allowed, "{d:?}");
+        assert!(
+            !d.warnings.is_empty(),
+            "expected a warning for a token-looking query"
+        );
+        assert!(
+            d.warnings[0].contains("spec.onCompletion.hooks[0].webhook.url"),
+            "{:?}",
+            d.warnings
+        );
+    }
+
+    #[test]
+    fn delete_is_allowed_without_looking() {
+        let body = fixtures::spawner_review("DELETE", serde_json::json!({"hooks": "garbage"}));
+        assert!(decide_on(&body).allowed);
+    }
+
+    #[test]
+    fn non_object_spec_is_denied() {
+        let body = fixtures::review_json(
+            "CREATE",
+            "TaskSpawner",
+            serde_json::json!({"metadata": {"name": "x"}, "spec": 5}),
+            None,
+            "u",
+        );
+        let d = decide_on(&body);
+        assert!(!d.allowed);
+        assert!(
+            d.status
+                .unwrap()
+                .message
+                .contains("spec: must be an object")
+        );
+    }
+}

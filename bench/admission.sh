@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Admission server benchmark (issue 3): TLS keep-alive load against the mutate and validate
+# endpoints with realistic AdmissionReview bodies, beside the /ceiling baseline (same server stack:
+# reads the body, returns a fixed allowed response without parsing) measured in the same run.
+#
+#   bench/admission.sh [--duration 10s] [--rate 10000]
+#
+# Needs a control plane (started here, stopped at exit) because /readyz waits for the TaskSpawner
+# cache. Installs wrk (Debian) and oha (crates.io) when missing. Prints a Markdown table.
+set -euo pipefail
+log_tag=bench
+source "$(dirname "$0")/../hack/lib.sh"
+cd "$repo_root"
+
+duration=10s rate=10000
+while (($#)); do
+  case $1 in
+    --duration) duration=$2; shift 2 ;;
+    --rate) rate=$2; shift 2 ;;
+    *) die "unknown argument $1" ;;
+  esac
+done
+
+command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+command -v oha >/dev/null || cargo install oha --locked --version 1.16.0
+log "building release binaries"
+cargo build --release --quiet -p kelos-hooks-admission -p kelos-hooks-certs
+bin=$repo_root/target/release
+
+dir=$repo_root/.run/bench-admission
+rm -rf "$dir"; mkdir -p "$dir"
+server_pid=
+cleanup() { [[ -n $server_pid ]] && kill "$server_pid" 2>/dev/null; hack/cluster-down.sh --dir "$dir/cluster"; }
+trap cleanup EXIT
+kubeconfig=$(hack/cluster-up.sh --dir "$dir/cluster")
+kubectl() { "$(cat "$dir/cluster/tools")/kubectl" --kubeconfig "$kubeconfig" "$@"; }
+"$bin/kelos-hooks-admission" crds | kubectl apply --server-side -f - >/dev/null
+kubectl wait --for condition=Established crd/taskspawners.kelos.dev --timeout 30s >/dev/null
+python3 bench/make_reviews.py "$dir/bodies" bench
+kubectl create namespace bench >/dev/null
+kubectl apply -f "$dir/bodies/taskspawner.json" >/dev/null
+
+"$bin/kelos-hooks-certs" ca --out "$dir/pki" >/dev/null
+"$bin/kelos-hooks-certs" serving --ca-dir "$dir/pki" --out "$dir/pki" --name server --san 127.0.0.1 >/dev/null
+port=$(free_port); mport=$(free_port)
+KUBECONFIG=$kubeconfig "$bin/kelos-hooks-admission" serve --listen "127.0.0.1:$port" \
+  --metrics-listen "127.0.0.1:$mport" --tls-cert-file "$dir/pki/server.crt" \
+  --tls-key-file "$dir/pki/server.key" --log-format json >"$dir/server.log" 2>&1 &
+server_pid=$!
+for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$mport/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+curl -fsS "http://127.0.0.1:$mport/readyz" >/dev/null || die "admission server not ready (see $dir/server.log)"
+
+rss() { awk -v k="$1:" '$1==k {print $2/1024}' "/proc/$server_pid/status"; } # MiB
+url=https://127.0.0.1:$port
+# A mutate request must produce a patch, or the benchmark measures the wrong path.
+curl -fsS -k -H 'content-type: application/json' --data-binary @"$dir/bodies/mutate-task.json" "$url/mutate/tasks" |
+  python3 -c 'import json,sys; r=json.load(sys.stdin)["response"]; assert r["allowed"] and r.get("patch"), r' ||
+  die "mutate did not return a patch"
+rss_idle=$(rss VmRSS)
+
+wrk_run() { # endpoint body connections -> "rps p50_ms p99_ms"
+  local threads=$(( $3 < 2 ? 1 : 2 ))
+  BODY=$dir/bodies/$2 wrk -t"$threads" -c"$3" -d"$duration" --latency -s bench/post.lua "$url/$1" |
+    python3 -c '
+import re, sys
+t = sys.stdin.read()
+unit = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+def lat(p):
+    m = re.search(r"^\s+%s%%\s+([\d.]+)(us|ms|s)" % p, t, re.M); return float(m.group(1)) * unit[m.group(2)]
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
+errs = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
+assert not errs, "non-2xx responses: " + errs.group(1)
+print(f"{rps:.0f} {lat(50):.3f} {lat(99):.3f}")'
+}
+
+printf '\n| endpoint | body | c | requests/s | vs ceiling | p50 ms | p99 ms |\n|---|---|---|---|---|---|---|\n'
+declare -A ceiling
+for c in 1 16 64; do
+  for case in "ceiling mutate-task.json" "mutate/tasks mutate-task.json" \
+              "validate/tasks validate-task.json" "validate/taskspawners validate-taskspawner.json"; do
+    set -- $case
+    read -r rps p50 p99 < <(wrk_run "$1" "$2" "$c")
+    [[ $1 == ceiling ]] && ceiling[$c]=$rps
+    ratio=$(python3 -c "print(f'{$rps / ${ceiling[$c]}:.0%}')")
+    printf '| /%s | %s | %s | %s | %s | %s | %s |\n' "$1" "$2" "$c" "$rps" "$ratio" "$p50" "$p99"
+  done
+done
+rss_load=$(rss VmHWM)
+
+printf '\n| fixed rate %s/s, %s | requests/s | success | p50 ms | p99 ms | p99.9 ms |\n|---|---|---|---|---|---|\n' "$rate" "$duration"
+for case in "ceiling mutate-task.json" "mutate/tasks mutate-task.json" "validate/taskspawners validate-taskspawner.json"; do
+  set -- $case
+  oha --no-tui --insecure -q "$rate" -z "$duration" -c 64 --latency-correction -m POST \
+    -T application/json -D "$dir/bodies/$2" --output-format json "$url/$1" |
+    python3 -c '
+import json, sys
+r = json.load(sys.stdin); s = r["summary"]; p = r["latencyPercentiles"]
+print("| /%s | %.0f | %.4f | %.3f | %.3f | %.3f |" % (sys.argv[1], s["requestsPerSec"], s["successRate"],
+      p["p50"] * 1e3, p["p99"] * 1e3, p["p99.9"] * 1e3))' "$1"
+done
+rss_load=$(rss VmHWM)
+printf '\nRSS: idle %.1f MiB, peak under load (VmHWM) %.1f MiB\n' "$rss_idle" "$rss_load"
+printf 'machine: %s cores, %s; %s\n' "$(nproc)" "$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)" \
+  "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
