@@ -600,7 +600,8 @@ async fn default_values_render_secure_objects_the_server_accepts() -> Result<()>
             .unwrap()
     };
     let ts = by_name(vwc, "validate-taskspawners.hooks.kelos.dev");
-    let vt = by_name(vwc, "validate-tasks.hooks.kelos.dev");
+    let vtc = by_name(vwc, "validate-task-creates.hooks.kelos.dev");
+    let vtu = by_name(vwc, "validate-task-updates.hooks.kelos.dev");
     let mt = by_name(mwc, "mutate-tasks.hooks.kelos.dev");
     for (w, path, resource, ops, policy) in [
         (
@@ -610,13 +611,15 @@ async fn default_values_render_secure_objects_the_server_accepts() -> Result<()>
             json!(["CREATE", "UPDATE"]),
             "Fail",
         ),
+        // Task CREATE fails open (an outage never blocks kelos), UPDATE fails closed.
         (
-            &vt,
+            &vtc,
             "/validate/tasks",
             "tasks",
-            json!(["CREATE", "UPDATE"]),
-            "Fail",
+            json!(["CREATE"]),
+            "Ignore",
         ),
+        (&vtu, "/validate/tasks", "tasks", json!(["UPDATE"]), "Fail"),
         (&mt, "/mutate/tasks", "tasks", json!(["CREATE"]), "Ignore"),
     ] {
         assert_eq!(
@@ -706,8 +709,8 @@ async fn cert_manager_mode_injects_the_ca_and_leaves_certificates_to_cert_manage
     let admission = one(&d, "Deployment", "kh-kelos-hooks-admission");
     let a = args(admission);
     assert!(
-        !a.iter()
-            .any(|x| x.starts_with("--self-managed-certs") || x.starts_with("--validating-webhook-config")),
+        !a.iter().any(|x| x.starts_with("--self-managed-certs")
+            || x.starts_with("--validating-webhook-config")),
         "{a:?}"
     );
     let volumes = &admission["spec"]["template"]["spec"]["volumes"];
