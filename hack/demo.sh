@@ -22,8 +22,11 @@ cargo build --workspace --bins --quiet
 
 [[ -f $dir/apiserver.pid ]] && hack/cluster-down.sh --dir "$dir"
 stop_all() {
-  [[ -f $dir/admission.pid ]] && kill "$(cat "$dir/admission.pid")" 2>/dev/null
-  rm -f "$dir/admission.pid"
+  local p
+  for p in admission dispatcher receiver; do
+    [[ -f $dir/$p.pid ]] && { kill "$(cat "$dir/$p.pid")" 2>/dev/null || true; }
+    rm -f "$dir/$p.pid"
+  done
   hack/cluster-down.sh --dir "$dir"
 }
 ((keep)) || trap stop_all EXIT
@@ -44,7 +47,7 @@ adm_port=$(free_port); adm_probe=$(free_port)
 KUBECONFIG=$kubeconfig target/debug/kelos-hooks-admission serve \
   --listen "127.0.0.1:$adm_port" --metrics-listen "127.0.0.1:$adm_probe" \
   --tls-cert-file "$dir/demo-pki/admission.crt" --tls-key-file "$dir/demo-pki/admission.key" \
-  --dispatcher-identity system:serviceaccount:kelos-hooks:kelos-hooks-dispatcher \
+  --dispatcher-identity kelos-hooks-dispatcher --allow-cidr 127.0.0.1/32 \
   >"$dir/admission.log" 2>&1 &
 echo $! >"$dir/admission.pid"
 for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$adm_probe/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
@@ -73,15 +76,27 @@ spec:
   taskTemplate: {type: claude-code}
   onCompletion:
     hooks:
-    - name: team
-      webhook: {url: "https://169.254.169.254/latest/meta-data"}
-    - name: team
-      phases: [Done]
-      webhook: {url: "https://hooks.example.com/x?token=abc"}
+    - name: metadata
+      webhook: {url: "https://169.254.169.254/latest/meta-data?token=abc"}
+    - name: internal
+      webhook: {url: "https://0x0a000005/hook"}
+    - name: mapped
+      webhook: {url: "https://[::ffff:192.168.1.1]/hook"}
 YAML
 
+step "starting a local HTTPS receiver (hack/receiver.py verifies signatures on its own)"
+rx_port=$(free_port)
+"$certs" serving --ca-dir "$dir/demo-pki" --out "$dir/demo-pki" --name receiver --san 127.0.0.1 >/dev/null
+signing_key="whsec_$(head -c 24 /dev/urandom | base64)"
+kubectl -n demo create secret generic team-hook-signing --from-literal=secret="$signing_key"
+kubectl -n demo create secret generic team-hook-headers --from-literal=Authorization="Bearer demo-token"
+python3 hack/receiver.py --port "$rx_port" --cert "$dir/demo-pki/receiver.crt" \
+  --key "$dir/demo-pki/receiver.key" --secret "$signing_key" --count 1 --timeout 120 \
+  >"$dir/receiver.log" 2>&1 &
+echo $! >"$dir/receiver.pid"
+
 step "applying a kelos TaskSpawner (shared/kelos-examples/03) with an onCompletion block"
-kubectl -n demo apply -f - <<'YAML'
+sed "s|https://hooks.example.com/kelos|https://127.0.0.1:$rx_port/kelos|" <<'YAML' | kubectl -n demo apply -f -
 apiVersion: kelos.dev/v1alpha2
 kind: TaskSpawner
 metadata:
@@ -124,9 +139,37 @@ annotation=$(kubectl -n demo get task fix-bugs-42 -o jsonpath='{.metadata.annota
 echo "kelos.dev/on-completion: $annotation"
 [[ $annotation == *notify-team* && $annotation != *forged* ]] || die "the annotation was not injected"
 
+step "starting the dispatcher (its own identity: only it may write delivery state)"
+"$certs" client --ca-dir "$dir/pki" --out "$dir/pki" --name dispatcher --cn kelos-hooks-dispatcher \
+  --org system:masters >/dev/null
+sed -e "s|client-certificate-data: .*|client-certificate-data: $(base64 -w0 "$dir/pki/dispatcher.crt")|" \
+    -e "s|client-key-data: .*|client-key-data: $(base64 -w0 "$dir/pki/dispatcher.key")|" \
+    "$kubeconfig" >"$dir/dispatcher.kubeconfig"
+disp_probe=$(free_port)
+KUBECONFIG=$dir/dispatcher.kubeconfig target/debug/kelos-hooks-dispatcher run \
+  --allow-cidr 127.0.0.1/32 --ca-file "$dir/demo-pki/ca.crt" --metrics-listen "127.0.0.1:$disp_probe" \
+  --lease-namespace demo >"$dir/dispatcher.log" 2>&1 &
+echo $! >"$dir/dispatcher.pid"
+for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$disp_probe/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+curl -fsS "http://127.0.0.1:$disp_probe/readyz"; echo
+target/debug/kelos-hooks-dispatcher check-url "https://127.0.0.1:$rx_port/kelos" --allow-cidr 127.0.0.1/32
+target/debug/kelos-hooks-dispatcher check-url "https://169.254.169.254/latest" || true
+
 step "marking the Task Succeeded through the status subresource, as the kelos controller does"
 kubectl -n demo patch task fix-bugs-42 --subresource status --type merge -p \
   '{"status":{"phase":"Succeeded","message":"PR opened","completionTime":"'"$(date -u +%FT%TZ)"'","outputs":["https://github.com/example/repo/pull/42"]}}'
+
+step "the receiver got the notification and verified its signature"
+rx_pid=$(cat "$dir/receiver.pid")
+for _ in $(seq 300); do kill -0 "$rx_pid" 2>/dev/null || break; sleep 0.1; done
+cat "$dir/receiver.log"
+wait "$rx_pid" || die "the receiver did not get a verified notification (see $dir/receiver.log, $dir/dispatcher.log)"
+for _ in $(seq 50); do
+  [[ -n $(kubectl -n demo get task fix-bugs-42 -o jsonpath='{.metadata.annotations.kelos\.dev/webhook-report-phase}') ]] && break
+  sleep 0.1
+done
+echo "kelos.dev/webhook-deliveries: $(kubectl -n demo get task fix-bugs-42 -o jsonpath='{.metadata.annotations.kelos\.dev/webhook-deliveries}')"
 kubectl -n demo get tasks -o wide
+kubectl -n demo get events --field-selector involvedObject.name=fix-bugs-42
 
 step "done in $((SECONDS - t0))s"

@@ -46,6 +46,8 @@ class Handler(BaseHTTPRequestHandler):
         print(f"\n[receiver] POST {self.path}  content-type: {self.headers.get('content-type')}")
         print(f"[receiver] webhook-id: {self.headers.get('webhook-id')}")
         print(f"[receiver] webhook-signature: {self.headers.get('webhook-signature')}")
+        if self.headers.get("authorization"):
+            print(f"[receiver] authorization: {self.headers.get('authorization')} (a secretRef header)")
         try:
             print(json.dumps(json.loads(body), indent=2))
         except ValueError:

@@ -1,3 +1,242 @@
-//! kelos-hooks-dispatcher (being built: issue 4).
+//! `kelos-hooks-dispatcher`: watch-driven, at-least-once delivery of kelos Task completion webhooks.
 #![forbid(unsafe_code)]
-fn main() {}
+
+mod backoff;
+mod check_url;
+mod cli;
+mod client;
+mod crd_check;
+mod deliver;
+mod dispatch;
+mod error;
+mod events;
+mod headers;
+mod health;
+mod leader;
+mod metrics;
+mod outcome;
+mod plan;
+mod resolve;
+mod secrets;
+mod sign;
+mod state_writer;
+mod telemetry;
+mod watch;
+mod webhook_id;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use kelos_hooks_shared::ip::IpPolicy;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{Cli, Command, RunArgs};
+use crate::error::{Error, Result};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Command::CheckUrl(args) => rt.block_on(check_url_main(args)),
+        Command::Run(args) => {
+            telemetry::init(args.log_format);
+            match rt.block_on(run(*args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "dispatcher failed");
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn check_url_main(args: cli::CheckUrlArgs) -> ExitCode {
+    let policy = match IpPolicy::from_cidrs(&args.net.allow_cidr) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: --allow-cidr: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = client::load_cas(&args.net.ca_file) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    match check_url::check(&args.url, &policy, &resolve::system_lookup()).await {
+        check_url::Verdict::Allowed(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        check_url::Verdict::Blocked(line) => {
+            println!("{line}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn terminated() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn run(args: RunArgs) -> Result<()> {
+    let policy = IpPolicy::from_cidrs(&args.net.allow_cidr)
+        .map_err(|e| Error::Config(format!("--allow-cidr: {e}")))?;
+    if args.backoff_base.is_zero() || args.backoff_max < args.backoff_base {
+        return Err(Error::Config(
+            "--backoff-base must be > 0 and <= --backoff-max".into(),
+        ));
+    }
+    if args.lease_renew_interval >= args.lease_duration * 2 / 3 {
+        return Err(Error::Config(
+            "--lease-renew-interval must be shorter than 2/3 of --lease-duration".into(),
+        ));
+    }
+    let http = client::SafeClient::new(
+        policy,
+        resolve::system_lookup(),
+        &args.net.ca_file,
+        args.request_timeout,
+    )?;
+    let kube = kube::Client::try_default().await?;
+    let identity = args
+        .lease_identity
+        .clone()
+        .or_else(|| {
+            hostname::get()
+                .ok()
+                .map(|h| h.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "kelos-hooks-dispatcher".into());
+    tracing::info!(identity = %identity, namespace = ?args.namespace, allow = ?args.net.allow_cidr, "starting");
+
+    let metrics = Arc::new(metrics::Metrics::new());
+    let health = Arc::new(health::Health::default());
+    let shutdown = CancellationToken::new();
+    let background = CancellationToken::new();
+
+    // Health and metrics first, so probes answer while the rest starts.
+    let listener = tokio::net::TcpListener::bind(args.metrics_listen)
+        .await
+        .map_err(|e| Error::Config(format!("--metrics-listen {}: {e}", args.metrics_listen)))?;
+    let server = {
+        let stop = background.clone();
+        tokio::spawn(health::serve(
+            listener,
+            health.clone(),
+            metrics.clone(),
+            async move { stop.cancelled().await },
+        ))
+    };
+
+    let events = events::Events::new(kube.clone(), identity.clone());
+    if let Some(problem) = crd_check::check_once(&kube, &health, &metrics).await {
+        let crd_ref = k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some("apiextensions.k8s.io/v1".into()),
+            kind: Some("CustomResourceDefinition".into()),
+            name: Some(crd_check::CRD_NAME.into()),
+            ..Default::default()
+        };
+        events.publish(crd_ref, true, events::reason::CRD_PRUNES_HOOKS, "", problem);
+    }
+    tokio::spawn(crd_check::run(
+        kube.clone(),
+        health.clone(),
+        metrics.clone(),
+        args.crd_check_interval,
+        background.clone(),
+    ));
+
+    let (leader_tx, leader_rx) = tokio::sync::watch::channel(false);
+    let lease_stop = CancellationToken::new();
+    let lease_task = if args.no_leader_election {
+        leader_tx.send_replace(true);
+        None
+    } else {
+        let cfg = leader::LeaseConfig {
+            name: args.lease_name.clone(),
+            namespace: args.lease_namespace.clone(),
+            identity,
+            duration: args.lease_duration,
+            renew_interval: args.lease_renew_interval,
+        };
+        Some(tokio::spawn(leader::run(
+            kube.clone(),
+            cfg,
+            leader_tx,
+            lease_stop.clone(),
+        )))
+    };
+
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let settings = dispatch::Settings {
+        limits: plan::Limits {
+            max_age: args.max_age,
+            max_attempts: args.max_attempts,
+            max_retry_duration: args.max_retry_duration,
+        },
+        backoff: backoff::Backoff {
+            base: args.backoff_base,
+            max: args.backoff_max,
+        },
+        request_timeout: args.request_timeout,
+        max_concurrency: args.max_concurrency as usize,
+        max_per_host: args.max_per_host as usize,
+        shutdown_timeout: args.shutdown_timeout,
+    };
+    let dispatcher = dispatch::Dispatcher::new(
+        settings,
+        http,
+        kube.clone(),
+        events,
+        metrics.clone(),
+        health.clone(),
+        tx.clone(),
+    );
+    let watch_task = tokio::spawn(watch::run(kube.clone(), args.namespace.clone(), tx));
+    let loop_task = tokio::spawn(dispatcher.run(rx, leader_rx, shutdown.clone()));
+
+    terminated().await;
+    tracing::info!("SIGTERM: finishing in-flight attempts");
+    shutdown.cancel();
+    let _ = loop_task.await;
+    watch_task.abort();
+    lease_stop.cancel();
+    if let Some(t) = lease_task {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
+    background.cancel();
+    let _ = server.await;
+    Ok(())
+}

@@ -13,3 +13,5 @@ pub mod redact;
 pub mod validation;
 
 pub use error::{Error, Result};
+pub mod deliveries;
+pub mod payload;

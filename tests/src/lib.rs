@@ -5,6 +5,7 @@
 
 mod cluster;
 mod paths;
+pub mod receiver;
 
 pub use cluster::{Cluster, cluster};
 pub use paths::{bin, examples_dir, free_port, workspace_root};

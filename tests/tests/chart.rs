@@ -889,7 +889,7 @@ async fn install_then_upgrade_keeps_the_patched_ca_bundle() -> Result<()> {
             get_json(c, &[kind, &format!("{fullname}-admission"), "-n", &ns]).await?;
         }
         let vwc = get_json(c, &["validatingwebhookconfiguration", &fullname]).await?;
-        assert_eq!(vwc["webhooks"].as_array().unwrap().len(), 2);
+        assert_eq!(vwc["webhooks"].as_array().unwrap().len(), 3);
         assert_eq!(
             vwc["webhooks"][0]["namespaceSelector"]["matchLabels"]["kelos-hooks.dev/test"],
             "chart-matches-no-namespace"

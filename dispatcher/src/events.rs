@@ -1,0 +1,105 @@
+//! Kubernetes Events on Tasks. Published in the background: an Event must never delay a delivery.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::Client;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use tokio::sync::Semaphore;
+
+/// Event reasons.
+pub mod reason {
+    /// A hook got a 2xx.
+    pub const DELIVERED: &str = "WebhookDelivered";
+    /// An attempt failed; another is scheduled.
+    pub const RETRYING: &str = "WebhookRetrying";
+    /// A hook gave up.
+    pub const FAILED: &str = "WebhookFailed";
+    /// A hook was not sent on purpose.
+    pub const SKIPPED: &str = "WebhookSkipped";
+    /// The Task had no snapshot annotation; the spawner's current hooks were used.
+    pub const HOOKS_FROM_SPAWNER: &str = "HooksFromSpawner";
+    /// Secret headers were ignored because they are reserved.
+    pub const RESERVED_HEADERS: &str = "WebhookHeadersIgnored";
+    /// The snapshot annotation could not be read.
+    pub const BAD_ANNOTATION: &str = "InvalidOnCompletion";
+    /// The TaskSpawner CRD does not declare spec.onCompletion.
+    pub const CRD_PRUNES_HOOKS: &str = "OnCompletionNotDeclared";
+}
+
+/// Events published at once; more wait their turn.
+const CONCURRENCY: usize = 16;
+/// Normal Events waiting beyond this are dropped (Warnings never are): under a burst, Events must
+/// not grow memory or crowd out delivery-state writes at the API server.
+const MAX_PENDING_NORMAL: usize = 5_000;
+
+/// Publishes Events.
+#[derive(Clone)]
+pub struct Events {
+    recorder: Recorder,
+    slots: Arc<Semaphore>,
+    pending: Arc<AtomicUsize>,
+}
+
+impl Events {
+    /// A publisher reporting as `kelos-hooks-dispatcher` / `instance`.
+    pub fn new(client: Client, instance: String) -> Self {
+        let reporter = Reporter {
+            controller: "kelos-hooks-dispatcher".into(),
+            instance: Some(instance),
+        };
+        Events {
+            recorder: Recorder::new(client, reporter),
+            slots: Arc::new(Semaphore::new(CONCURRENCY)),
+            pending: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Publishes in the background; failures are logged, never fatal. `hook` goes into the
+    /// Event's action: the recorder aggregates Events by (object, reason, action), so without it a
+    /// second hook's failure would only bump the count of the first hook's Event.
+    pub fn publish(
+        &self,
+        object: ObjectReference,
+        warning: bool,
+        reason: &'static str,
+        hook: &str,
+        note: String,
+    ) {
+        let action: String = if hook.is_empty() {
+            "Deliver".into()
+        } else {
+            format!("Deliver:{hook}").chars().take(128).collect()
+        };
+        let pending = self.pending.fetch_add(1, Ordering::Relaxed);
+        if !warning && pending >= MAX_PENDING_NORMAL {
+            self.pending.fetch_sub(1, Ordering::Relaxed);
+            tracing::debug!(reason, "Event backlog full: dropping a Normal Event");
+            return;
+        }
+        let recorder = self.recorder.clone();
+        let slots = self.slots.clone();
+        let counter = self.pending.clone();
+        tokio::spawn(async move {
+            let _slot = slots.acquire_owned().await;
+            // The Events API limits notes to 1 kB.
+            let note: String = note.chars().take(1000).collect();
+            let event = Event {
+                type_: if warning {
+                    EventType::Warning
+                } else {
+                    EventType::Normal
+                },
+                reason: reason.into(),
+                note: Some(note),
+                action,
+                secondary: None,
+            };
+            if let Err(e) = recorder.publish(&event, &object).await {
+                tracing::warn!(error = %e, reason, "could not publish Event");
+            }
+            counter.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}

@@ -1,0 +1,118 @@
+//! Reads the Secrets a hook references, at attempt time. Values never reach logs or Events.
+//!
+//! A short cache (a few seconds) keeps a burst of completions from turning into one Secret read per
+//! delivery; a rotated Secret is picked up once the entry expires.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Secret;
+use kelos_hooks_shared::api::{SecretKeyRef, SecretRef};
+use kube::{Api, Client};
+
+use crate::sign::SigningKey;
+
+/// The data of one Secret.
+pub type SecretData = Arc<BTreeMap<String, Vec<u8>>>;
+
+fn data(secret: Secret) -> BTreeMap<String, Vec<u8>> {
+    let mut out: BTreeMap<String, Vec<u8>> = secret
+        .string_data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.into_bytes()))
+        .collect();
+    out.extend(
+        secret
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.0)),
+    );
+    out
+}
+
+/// Why a Secret could not be used, and whether retrying may help.
+#[derive(Debug)]
+pub struct SecretError {
+    /// Message (names only).
+    pub message: String,
+    /// A missing Secret may yet be created: retried within the limits so an operator can fix it.
+    pub retryable: bool,
+}
+
+/// Secret reader with a short-lived cache.
+pub struct Secrets {
+    client: Client,
+    ttl: Duration,
+    cache: Mutex<HashMap<(String, String), (Instant, SecretData)>>,
+}
+
+impl Secrets {
+    /// A reader caching each Secret for `ttl`.
+    pub fn new(client: Client, ttl: Duration) -> Self {
+        Secrets {
+            client,
+            ttl,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn get(&self, namespace: &str, name: &str) -> Result<SecretData, SecretError> {
+        let key = (namespace.to_owned(), name.to_owned());
+        {
+            let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((_, d)) = cache.get(&key).filter(|(at, _)| at.elapsed() < self.ttl) {
+                return Ok(d.clone());
+            }
+        }
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        let found = match api.get_opt(name).await {
+            Ok(Some(s)) => Arc::new(data(s)),
+            Ok(None) => {
+                return Err(SecretError {
+                    message: format!("Secret {namespace}/{name} not found"),
+                    retryable: true,
+                });
+            }
+            Err(e) => {
+                return Err(SecretError {
+                    message: format!("reading Secret {namespace}/{name}: {e}"),
+                    retryable: true,
+                });
+            }
+        };
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let ttl = self.ttl;
+        cache.retain(|_, (at, _)| at.elapsed() < ttl);
+        cache.insert(key, (Instant::now(), found.clone()));
+        Ok(found)
+    }
+
+    /// Every key of the `secretRef` Secret.
+    pub async fn header_data(
+        &self,
+        namespace: &str,
+        r: &SecretRef,
+    ) -> Result<SecretData, SecretError> {
+        self.get(namespace, &r.name).await
+    }
+
+    /// The signing key named by `signingSecretRef`.
+    pub async fn signing_key(
+        &self,
+        namespace: &str,
+        r: &SecretKeyRef,
+    ) -> Result<SigningKey, SecretError> {
+        let data = self.get(namespace, &r.name).await?;
+        let raw = data.get(&r.key).ok_or_else(|| SecretError {
+            message: format!("Secret {namespace}/{} has no key {:?}", r.name, r.key),
+            retryable: true,
+        })?;
+        SigningKey::parse(raw).map_err(|e| SecretError {
+            message: format!("Secret {namespace}/{} key {:?}: {e}", r.name, r.key),
+            retryable: false,
+        })
+    }
+}

@@ -1,0 +1,520 @@
+//! Notification bodies: `Generic` (documented by `docs/payload.schema.json`), CloudEvents 1.0
+//! structured mode, and Slack incoming-webhook messages. Pure functions of the Task, the hook, the
+//! phase, the delivery id and a timestamp, so a retry sends the same body.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{Value, json};
+
+use crate::annotations::SPAWNER_LABEL;
+use crate::api::{Format, Hook, Phase, Task};
+
+/// `Content-Type` of the Generic and Slack formats.
+pub const JSON: &str = "application/json";
+/// `Content-Type` of a structured-mode CloudEvent.
+pub const CLOUDEVENTS_JSON: &str = "application/cloudevents+json";
+
+/// A serialised request body and its content type.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Body {
+    /// Value of the `Content-Type` header.
+    pub content_type: &'static str,
+    /// The bytes to send (and sign).
+    pub bytes: Vec<u8>,
+}
+
+/// The Generic payload's `type`: `kelos.task.succeeded` | `kelos.task.failed`.
+pub fn event_type(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Succeeded => "kelos.task.succeeded",
+        Phase::Failed => "kelos.task.failed",
+    }
+}
+
+/// The CloudEvents `type`: `dev.kelos.task.succeeded` | `dev.kelos.task.failed`.
+pub fn cloud_event_type(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Succeeded => "dev.kelos.task.succeeded",
+        Phase::Failed => "dev.kelos.task.failed",
+    }
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn opt(s: Option<&String>) -> Value {
+    s.map_or(Value::Null, |s| Value::String(s.clone()))
+}
+
+/// The Generic payload object (also the `data` of a CloudEvent).
+pub fn generic(
+    task: &Task,
+    hook: &Hook,
+    phase: Phase,
+    id: &str,
+    timestamp: DateTime<Utc>,
+) -> Value {
+    let meta = &task.metadata;
+    let status = task.status.clone().unwrap_or_default();
+    let usage = status.usage.clone().unwrap_or_default();
+    // kelos stores costUSD as a Quantity (int-or-string): report it as a decimal string.
+    let cost = match usage.cost_usd {
+        Some(Value::String(s)) => Value::String(s),
+        Some(Value::Number(n)) => Value::String(n.to_string()),
+        _ => Value::Null,
+    };
+    let spawner = meta.labels.as_ref().and_then(|l| l.get(SPAWNER_LABEL));
+    json!({
+        "type": event_type(phase),
+        "id": id,
+        "hook": hook.name,
+        "timestamp": rfc3339(timestamp),
+        "task": {
+            "name": meta.name.clone().unwrap_or_default(),
+            "namespace": meta.namespace.clone().unwrap_or_default(),
+            "uid": meta.uid.clone().unwrap_or_default(),
+            "spawner": opt(spawner),
+            "phase": phase.as_str(),
+            "message": opt(status.message.as_ref()),
+            "agentType": opt(task.spec.agent_type.as_ref()),
+            "model": opt(task.spec.model.as_ref()),
+            "startTime": opt(status.start_time.as_ref()),
+            "completionTime": opt(status.completion_time.as_ref()),
+            "outputs": status.outputs.unwrap_or_default(),
+            "results": status.results.unwrap_or_default(),
+            "usage": {
+                "costUSD": cost,
+                "inputTokens": usage.input_tokens,
+                "outputTokens": usage.output_tokens,
+            },
+        },
+    })
+}
+
+/// A CloudEvents 1.0 structured-mode event carrying the Generic object as `data`.
+pub fn cloud_event(
+    task: &Task,
+    hook: &Hook,
+    phase: Phase,
+    id: &str,
+    timestamp: DateTime<Utc>,
+) -> Value {
+    let ns = task.metadata.namespace.as_deref().unwrap_or_default();
+    let name = task.metadata.name.as_deref().unwrap_or_default();
+    json!({
+        "specversion": "1.0",
+        "id": id,
+        "source": format!("/apis/kelos.dev/v1alpha2/namespaces/{ns}/tasks/{name}"),
+        "type": cloud_event_type(phase),
+        "subject": name,
+        "time": rfc3339(timestamp),
+        "datacontenttype": JSON,
+        "data": generic(task, hook, phase, id, timestamp),
+    })
+}
+
+/// Escapes the three characters Slack's mrkdwn treats as control characters.
+fn slack_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+fn field(label: &str, value: &str) -> Value {
+    json!({"type": "mrkdwn", "text": format!("*{label}*\n{}", slack_escape(value))})
+}
+
+/// Shortens `s` to at most `max` characters (Slack rejects over-long block texts).
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_owned();
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// A Slack incoming-webhook message: a `text` fallback plus blocks that read well in a channel.
+pub fn slack(task: &Task, hook: &Hook, phase: Phase, id: &str, timestamp: DateTime<Utc>) -> Value {
+    let g = generic(task, hook, phase, id, timestamp);
+    let t = &g["task"];
+    let s = |v: &Value| v.as_str().map(str::to_owned);
+    let name = s(&t["name"]).unwrap_or_default();
+    let ns = s(&t["namespace"]).unwrap_or_default();
+    let (emoji, verb) = match phase {
+        Phase::Succeeded => (":white_check_mark:", "succeeded"),
+        Phase::Failed => (":x:", "failed"),
+    };
+    let text = format!("{emoji} kelos Task {ns}/{name} {verb}");
+    let mut fields = vec![field("Task", &name), field("Namespace", &ns)];
+    if let Some(spawner) = s(&t["spawner"]) {
+        fields.push(field("Spawner", &spawner));
+    }
+    fields.push(field("Phase", phase.as_str()));
+    let agent = match (s(&t["agentType"]), s(&t["model"])) {
+        (Some(a), Some(m)) => Some(format!("{a} ({m})")),
+        (Some(a), None) => Some(a),
+        (None, Some(m)) => Some(m),
+        (None, None) => None,
+    };
+    if let Some(agent) = agent {
+        fields.push(field("Agent", &agent));
+    }
+    if let Some(cost) = s(&t["usage"]["costUSD"]) {
+        fields.push(field("Cost", &format!("${cost}")));
+    }
+    let mut blocks = vec![
+        json!({"type": "header", "text": {"type": "plain_text", "text": truncate(&format!("Task {name} {verb}"), 150), "emoji": true}}),
+        json!({"type": "section", "fields": fields}),
+    ];
+    if let Some(message) = s(&t["message"]).filter(|m| !m.is_empty()) {
+        blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": truncate(&slack_escape(&message), 2900)}}));
+    }
+    let outputs: Vec<String> = t["outputs"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str())
+                .map(slack_link)
+                .collect()
+        })
+        .unwrap_or_default();
+    if !outputs.is_empty() {
+        let list = outputs
+            .iter()
+            .map(|o| format!("• {o}"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": truncate(&format!("*Outputs*\n{list}"), 2900)}}));
+    }
+    blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": format!("hook `{}` · delivery `{}`", slack_escape(&hook.name), slack_escape(id))}]}));
+    json!({"text": text, "blocks": blocks})
+}
+
+/// An output as a Slack link when it is a web URL, otherwise as inline code.
+fn slack_link(output: &str) -> String {
+    let is_url = (output.starts_with("https://") || output.starts_with("http://"))
+        && !output.contains(['<', '>', '|', ' ']);
+    if is_url {
+        format!("<{output}>")
+    } else {
+        format!("`{}`", slack_escape(output))
+    }
+}
+
+/// The body for the hook's format.
+pub fn build(task: &Task, hook: &Hook, phase: Phase, id: &str, timestamp: DateTime<Utc>) -> Body {
+    let (content_type, value) = match hook.webhook.format.unwrap_or_default() {
+        Format::Generic => (JSON, generic(task, hook, phase, id, timestamp)),
+        Format::CloudEvents => (
+            CLOUDEVENTS_JSON,
+            cloud_event(task, hook, phase, id, timestamp),
+        ),
+        Format::Slack => (JSON, slack(task, hook, phase, id, timestamp)),
+    };
+    // A Value always serialises.
+    Body {
+        content_type,
+        bytes: serde_json::to_vec(&value).unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::api::{TaskSpec, TaskStatus, Usage, Webhook};
+    use chrono::TimeZone;
+
+    pub(super) fn task() -> Task {
+        let mut task = Task::new(
+            "fix-123",
+            TaskSpec {
+                agent_type: Some("claude-code".into()),
+                model: Some("opus".into()),
+                ..Default::default()
+            },
+        );
+        task.metadata.namespace = Some("team".into());
+        task.metadata.uid = Some("0b5c7e1a-uid".into());
+        task.metadata.labels = Some([(SPAWNER_LABEL.to_owned(), "issues".to_owned())].into());
+        task.status = Some(TaskStatus {
+            phase: Some("Succeeded".into()),
+            message: Some("Opened <PR> & done".into()),
+            start_time: Some("2026-01-01T10:00:00Z".into()),
+            completion_time: Some("2026-01-01T10:05:00Z".into()),
+            outputs: Some(vec![
+                "https://github.com/o/r/pull/1".into(),
+                "branch: fix-123".into(),
+            ]),
+            results: Some([("pr".to_owned(), "1".to_owned())].into()),
+            usage: Some(Usage {
+                cost_usd: Some(json!("0.42")),
+                input_tokens: Some(1200),
+                output_tokens: Some(300),
+            }),
+            ..Default::default()
+        });
+        task
+    }
+
+    pub(super) fn hook(format: Option<Format>) -> Hook {
+        Hook {
+            name: "notify-team".into(),
+            phases: None,
+            webhook: Webhook {
+                url: "https://hooks.example.com/x".into(),
+                secret_ref: None,
+                signing_secret_ref: None,
+                format,
+            },
+        }
+    }
+
+    fn ts() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 1, 1, 10, 5, 0).unwrap()
+    }
+
+    #[test]
+    fn generic_shape() {
+        let body = build(
+            &task(),
+            &hook(None),
+            Phase::Succeeded,
+            "uid_Succeeded_notify-team",
+            ts(),
+        );
+        assert_eq!(body.content_type, JSON);
+        let v: Value = serde_json::from_slice(&body.bytes).unwrap();
+        assert_eq!(v["type"], "kelos.task.succeeded");
+        assert_eq!(v["id"], "uid_Succeeded_notify-team");
+        assert_eq!(v["hook"], "notify-team");
+        assert_eq!(v["timestamp"], "2026-01-01T10:05:00Z");
+        let t = &v["task"];
+        assert_eq!(t["name"], "fix-123");
+        assert_eq!(t["namespace"], "team");
+        assert_eq!(t["uid"], "0b5c7e1a-uid");
+        assert_eq!(t["spawner"], "issues");
+        assert_eq!(t["phase"], "Succeeded");
+        assert_eq!(t["agentType"], "claude-code");
+        assert_eq!(t["model"], "opus");
+        assert_eq!(t["outputs"][0], "https://github.com/o/r/pull/1");
+        assert_eq!(t["results"]["pr"], "1");
+        assert_eq!(
+            t["usage"],
+            json!({"costUSD": "0.42", "inputTokens": 1200, "outputTokens": 300})
+        );
+        let failed = generic(&task(), &hook(None), Phase::Failed, "x", ts());
+        assert_eq!(failed["type"], "kelos.task.failed");
+    }
+
+    #[test]
+    fn generic_with_empty_status_has_nulls_not_panics() {
+        let bare = Task::new("t", TaskSpec::default());
+        let v = generic(&bare, &hook(None), Phase::Failed, "x", ts());
+        assert_eq!(v["task"]["spawner"], Value::Null);
+        assert_eq!(v["task"]["outputs"], json!([]));
+        assert_eq!(v["task"]["usage"]["costUSD"], Value::Null);
+    }
+
+    #[test]
+    fn cloud_event_shape() {
+        let body = build(
+            &task(),
+            &hook(Some(Format::CloudEvents)),
+            Phase::Failed,
+            "id1",
+            ts(),
+        );
+        assert_eq!(body.content_type, CLOUDEVENTS_JSON);
+        let v: Value = serde_json::from_slice(&body.bytes).unwrap();
+        assert_eq!(v["specversion"], "1.0");
+        assert_eq!(v["id"], "id1");
+        assert_eq!(v["type"], "dev.kelos.task.failed");
+        assert_eq!(
+            v["source"],
+            "/apis/kelos.dev/v1alpha2/namespaces/team/tasks/fix-123"
+        );
+        assert_eq!(v["subject"], "fix-123");
+        assert_eq!(v["datacontenttype"], "application/json");
+        assert_eq!(v["time"], "2026-01-01T10:05:00Z");
+        assert_eq!(
+            v["data"],
+            generic(&task(), &hook(None), Phase::Failed, "id1", ts())
+        );
+    }
+
+    #[test]
+    fn slack_shape() {
+        let body = build(
+            &task(),
+            &hook(Some(Format::Slack)),
+            Phase::Succeeded,
+            "id1",
+            ts(),
+        );
+        assert_eq!(body.content_type, JSON);
+        let v: Value = serde_json::from_slice(&body.bytes).unwrap();
+        assert_eq!(
+            v["text"],
+            ":white_check_mark: kelos Task team/fix-123 succeeded"
+        );
+        let blocks = v["blocks"].as_array().unwrap();
+        assert_eq!(blocks[0]["type"], "header");
+        let fields: Vec<&str> = blocks[1]["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["text"].as_str().unwrap())
+            .collect();
+        assert!(fields.contains(&"*Spawner*\nissues"), "{fields:?}");
+        assert!(
+            fields.contains(&"*Agent*\nclaude-code (opus)"),
+            "{fields:?}"
+        );
+        assert!(fields.contains(&"*Cost*\n$0.42"), "{fields:?}");
+        let all = v.to_string();
+        assert!(all.contains("Opened &lt;PR&gt; &amp; done"), "{all}");
+        assert!(all.contains("<https://github.com/o/r/pull/1>"), "{all}");
+        assert!(all.contains("`branch: fix-123`"), "{all}");
+    }
+
+    #[test]
+    fn generic_validates_against_the_published_schema() {
+        let schema: Value =
+            serde_json::from_str(include_str!("../../docs/payload.schema.json")).unwrap();
+        assert_eq!(
+            schema["$schema"],
+            "https://json-schema.org/draft/2020-12/schema"
+        );
+        for phase in Phase::ALL {
+            let full = generic(&task(), &hook(None), phase, "id", ts());
+            schema_check::validate(&schema, &full, "$").unwrap();
+            let bare = generic(
+                &Task::new("t", TaskSpec::default()),
+                &hook(None),
+                phase,
+                "id",
+                ts(),
+            );
+            schema_check::validate(&schema, &bare, "$").unwrap();
+        }
+        // The checker is not vacuous: a missing field and a wrong type are caught.
+        let mut bad = generic(&task(), &hook(None), Phase::Succeeded, "id", ts());
+        bad["task"].as_object_mut().unwrap().remove("uid");
+        assert!(schema_check::validate(&schema, &bad, "$").is_err());
+        let mut bad = generic(&task(), &hook(None), Phase::Succeeded, "id", ts());
+        bad["type"] = json!("kelos.task.running");
+        assert!(schema_check::validate(&schema, &bad, "$").is_err());
+        let mut bad = generic(&task(), &hook(None), Phase::Succeeded, "id", ts());
+        bad["task"]["usage"]["inputTokens"] = json!("many");
+        assert!(schema_check::validate(&schema, &bad, "$").is_err());
+        let mut bad = generic(&task(), &hook(None), Phase::Succeeded, "id", ts());
+        bad["extra"] = json!(1);
+        assert!(schema_check::validate(&schema, &bad, "$").is_err());
+    }
+
+    /// A checker for the JSON Schema keywords the payload schema uses (`type`, `enum`, `const`,
+    /// `required`, `properties`, `additionalProperties`, `items`, `minLength`); it errs on any
+    /// other keyword so the schema cannot silently outgrow it.
+    mod schema_check {
+        use serde_json::Value;
+
+        const KNOWN: &[&str] = &[
+            "$schema",
+            "$id",
+            "title",
+            "description",
+            "type",
+            "enum",
+            "const",
+            "required",
+            "properties",
+            "additionalProperties",
+            "items",
+            "minLength",
+            "format",
+            "examples",
+        ];
+
+        fn type_ok(t: &str, v: &Value) -> bool {
+            match t {
+                "object" => v.is_object(),
+                "array" => v.is_array(),
+                "string" => v.is_string(),
+                "integer" => v.is_i64() || v.is_u64(),
+                "number" => v.is_number(),
+                "boolean" => v.is_boolean(),
+                "null" => v.is_null(),
+                _ => false,
+            }
+        }
+
+        pub fn validate(schema: &Value, v: &Value, path: &str) -> Result<(), String> {
+            let s = schema
+                .as_object()
+                .ok_or(format!("{path}: schema is not an object"))?;
+            if let Some(k) = s.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+                return Err(format!("{path}: unsupported keyword {k}"));
+            }
+            match s.get("type") {
+                Some(Value::String(t)) if !type_ok(t, v) => return Err(format!("{path}: not {t}")),
+                Some(Value::Array(ts))
+                    if !ts.iter().any(|t| t.as_str().is_some_and(|t| type_ok(t, v))) =>
+                {
+                    return Err(format!("{path}: not any of {ts:?}"));
+                }
+                _ => {}
+            }
+            if let Some(e) = s.get("enum").and_then(Value::as_array)
+                && !e.contains(v)
+            {
+                return Err(format!("{path}: {v} not in enum"));
+            }
+            if let Some(c) = s.get("const")
+                && c != v
+            {
+                return Err(format!("{path}: {v} != const {c}"));
+            }
+            if let (Some(min), Some(sv)) = (s.get("minLength").and_then(Value::as_u64), v.as_str())
+                && (sv.chars().count() as u64) < min
+            {
+                return Err(format!("{path}: shorter than {min}"));
+            }
+            if let Some(obj) = v.as_object() {
+                for r in s
+                    .get("required")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    let r = r.as_str().unwrap_or_default();
+                    if !obj.contains_key(r) {
+                        return Err(format!("{path}: missing {r}"));
+                    }
+                }
+                let props = s.get("properties").and_then(Value::as_object);
+                for (k, child) in obj {
+                    match props.and_then(|p| p.get(k)) {
+                        Some(ps) => validate(ps, child, &format!("{path}.{k}"))?,
+                        None => match s.get("additionalProperties") {
+                            Some(Value::Bool(false)) => {
+                                return Err(format!("{path}: unexpected {k}"));
+                            }
+                            Some(ap @ Value::Object(_)) => {
+                                validate(ap, child, &format!("{path}.{k}"))?
+                            }
+                            _ => {}
+                        },
+                    }
+                }
+            }
+            if let (Some(items), Some(arr)) = (s.get("items"), v.as_array()) {
+                for (i, child) in arr.iter().enumerate() {
+                    validate(items, child, &format!("{path}[{i}]"))?;
+                }
+            }
+            Ok(())
+        }
+    }
+}

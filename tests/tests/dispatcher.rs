@@ -1,0 +1,1160 @@
+//! The dispatcher end to end: a real API server, the real binary, a local HTTPS receiver.
+//!
+//! Each test has its own namespace, its own dispatcher process(es) watching only that namespace,
+//! and its own receiver(s). Tasks are created with the `kelos.dev/on-completion` annotation
+//! written directly (the admission server is not part of these tests) and completed through the
+//! status subresource, as the kelos controller does.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use hmac::{Hmac, Mac};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kelos_hooks_shared::annotations::{
+    DELIVERIES, ON_COMPLETION, REPORT_PHASE, SPAWNER_LABEL, encode_snapshot,
+};
+use kelos_hooks_shared::api::{
+    Format, Hook, OnCompletion, Phase, SecretKeyRef, SecretRef, Task, TaskSpawner, TaskSpawnerSpec,
+    TaskSpec, Webhook,
+};
+use kelos_hooks_shared::deliveries::{Deliveries, HookState};
+use kelos_hooks_tests::receiver::{Receiver, Recorded, Reply};
+use kelos_hooks_tests::{Cluster, bin, cluster, free_port};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const WAIT: Duration = Duration::from_secs(45);
+
+// ---------------------------------------------------------------------------------------------
+// The dispatcher process.
+
+struct Dispatcher {
+    child: Option<tokio::process::Child>,
+    log: PathBuf,
+    metrics_port: u16,
+    args: Vec<String>,
+    kubeconfig: PathBuf,
+}
+
+impl Dispatcher {
+    async fn start(
+        c: &Cluster,
+        ns: &str,
+        ca: &Path,
+        allow: &str,
+        identity: &str,
+        extra: &[&str],
+    ) -> Result<Dispatcher> {
+        let log = std::env::temp_dir().join(format!("kelos-hooks-dispatcher-{ns}-{identity}.log"));
+        let defaults = [
+            ("--allow-cidr", allow),
+            ("--namespace", ns),
+            ("--lease-namespace", ns),
+            ("--lease-name", "dispatcher"),
+            ("--lease-identity", identity),
+            ("--lease-duration", "3s"),
+            ("--lease-renew-interval", "1s"),
+            ("--backoff-base", "200ms"),
+            ("--backoff-max", "2s"),
+            ("--request-timeout", "2s"),
+            ("--shutdown-timeout", "2s"),
+        ];
+        let ca = ca.display().to_string();
+        let mut args = vec!["run".to_owned(), "--ca-file".to_owned(), ca];
+        // `extra` is flag/value pairs; a flag given there replaces its default.
+        for (flag, value) in defaults {
+            if !extra.contains(&flag) {
+                args.extend([flag.to_owned(), value.to_owned()]);
+            }
+        }
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        let mut d = Dispatcher {
+            child: None,
+            log,
+            metrics_port: 0,
+            args,
+            kubeconfig: c.kubeconfig().to_owned(),
+        };
+        d.spawn().await?;
+        Ok(d)
+    }
+
+    async fn spawn(&mut self) -> Result<()> {
+        self.metrics_port = free_port();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        self.child = Some(
+            tokio::process::Command::new(bin("kelos-hooks-dispatcher"))
+                .args(&self.args)
+                .args([
+                    "--metrics-listen",
+                    &format!("127.0.0.1:{}", self.metrics_port),
+                ])
+                .env("KUBECONFIG", &self.kubeconfig)
+                .env("RUST_LOG", "info,kube=warn")
+                .env_remove("POD_NAME")
+                .env_remove("POD_NAMESPACE")
+                .stdout(Stdio::null())
+                .stderr(log)
+                .kill_on_drop(true)
+                .spawn()
+                .context("starting kelos-hooks-dispatcher")?,
+        );
+        self.wait_ready().await
+    }
+
+    /// SIGKILL, no goodbye.
+    async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
+    }
+
+    async fn restart(&mut self) -> Result<()> {
+        self.kill().await;
+        self.spawn().await
+    }
+
+    fn logs(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(60).collect();
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+
+    async fn get(&self, path: &str) -> Result<(u16, String)> {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.metrics_port)).await?;
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+            .await?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).await?;
+        let code = out
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = out.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+        Ok((code, body))
+    }
+
+    async fn wait_ready(&mut self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                bail!("dispatcher exited with {status}:\n{}", self.logs());
+            }
+            if let Ok((200, _)) = self.get("/readyz").await {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("dispatcher not ready after 30s:\n{}", self.logs());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tasks, Secrets and what the API server records.
+
+fn hook(name: &str, url: String, phases: Option<Vec<Phase>>, format: Option<Format>) -> Hook {
+    Hook {
+        name: name.into(),
+        phases,
+        webhook: Webhook {
+            url,
+            secret_ref: None,
+            signing_secret_ref: None,
+            format,
+        },
+    }
+}
+
+fn now_rfc3339(ago: Duration) -> String {
+    let secs = i64::try_from(ago.as_secs()).unwrap();
+    Timestamp::now()
+        .checked_sub(SignedDuration::from_secs(secs))
+        .unwrap()
+        .to_string()
+}
+
+async fn create_task(
+    api: &Api<Task>,
+    name: &str,
+    hooks: Option<&[Hook]>,
+    spawner: Option<&str>,
+) -> Result<Task> {
+    let mut task = Task::new(
+        name,
+        TaskSpec {
+            agent_type: Some("claude-code".into()),
+            model: Some("opus".into()),
+            ..Default::default()
+        },
+    );
+    task.spec
+        .rest
+        .insert("prompt".into(), json!("Fix the flaky test"));
+    if let Some(h) = hooks {
+        task.metadata.annotations = Some([(ON_COMPLETION.to_owned(), encode_snapshot(h))].into());
+    }
+    if let Some(s) = spawner {
+        task.metadata.labels = Some([(SPAWNER_LABEL.to_owned(), s.to_owned())].into());
+    }
+    Ok(api.create(&PostParams::default(), &task).await?)
+}
+
+async fn complete(api: &Api<Task>, name: &str, phase: Phase, ago: Duration) -> Result<()> {
+    let status = json!({"status": {
+        "phase": "Running", "startTime": now_rfc3339(ago + Duration::from_secs(60)),
+    }});
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await?;
+    let status = json!({"status": {
+        "phase": phase.as_str(),
+        "message": format!("agent {}", phase.as_str().to_lowercase()),
+        "completionTime": now_rfc3339(ago),
+        "outputs": ["https://github.com/kelos-dev/demo/pull/7", "branch: fix-flaky"],
+        "results": {"pr": "7"},
+        "usage": {"costUSD": "0.42", "inputTokens": 1200, "outputTokens": 340},
+    }});
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await?;
+    Ok(())
+}
+
+fn deliveries(task: &Task) -> Deliveries {
+    let ann = task.metadata.annotations.clone().unwrap_or_default();
+    ann.get(DELIVERIES)
+        .and_then(|v| Deliveries::parse(v).ok())
+        .unwrap_or_else(|| Deliveries::new(Phase::Succeeded))
+}
+
+/// Waits for `kelos.dev/webhook-report-phase` = `phase`.
+async fn wait_reported(api: &Api<Task>, name: &str, phase: Phase, d: &Dispatcher) -> Result<Task> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let t = api.get(name).await?;
+        let reported = t
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(REPORT_PHASE))
+            .cloned();
+        if reported.as_deref() == Some(phase.as_str()) {
+            return Ok(t);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "Task {name}: report phase {reported:?} after {WAIT:?}; annotations {:?}\n{}",
+                t.metadata.annotations,
+                d.logs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn uid(t: &Task) -> String {
+    t.metadata.uid.clone().unwrap()
+}
+
+async fn secret(client: &kube::Client, ns: &str, name: &str, data: &[(&str, &str)]) -> Result<()> {
+    let s = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        string_data: Some(
+            data.iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect::<BTreeMap<_, _>>(),
+        ),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &s)
+        .await?;
+    Ok(())
+}
+
+/// (type, reason, note) of the Events regarding `task`, waiting until one with `reason` and a note
+/// containing `note` shows up (Events are published in the background).
+async fn events_with(
+    client: &kube::Client,
+    ns: &str,
+    task: &str,
+    reason: &str,
+    note: &str,
+) -> Result<Vec<(String, String, String)>> {
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let all: Vec<(String, String, String)> = api
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(task))
+            .map(|e| {
+                (
+                    e.type_.unwrap_or_default(),
+                    e.reason.unwrap_or_default(),
+                    e.note.unwrap_or_default(),
+                )
+            })
+            .collect();
+        if all.iter().any(|(_, r, n)| r == reason && n.contains(note)) {
+            return Ok(all);
+        }
+        if Instant::now() > deadline {
+            bail!("no {reason} Event with {note:?} for Task {task}; got {all:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Standard Webhooks verification written independently of the dispatcher's code.
+fn verify_signature(secret: &str, req: &Recorded) -> Result<()> {
+    let key = STANDARD.decode(secret.strip_prefix("whsec_").unwrap())?;
+    let id = req
+        .header("webhook-id")
+        .ok_or_else(|| anyhow!("no webhook-id"))?;
+    let ts = req
+        .header("webhook-timestamp")
+        .ok_or_else(|| anyhow!("no webhook-timestamp"))?;
+    let ts_num: i64 = ts.parse()?;
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs(),
+    )?;
+    if (now - ts_num).abs() > 300 {
+        bail!("timestamp {ts} too far from now {now}");
+    }
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key)?;
+    mac.update(format!("{id}.{ts}.").as_bytes());
+    mac.update(&req.body);
+    let expected = format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()));
+    let header = req
+        .header("webhook-signature")
+        .ok_or_else(|| anyhow!("no webhook-signature"))?;
+    if !header.split(' ').any(|s| s == expected) {
+        bail!("signature {header} != {expected}");
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn delivers_every_format_with_phase_filters_secret_headers_and_signatures() -> Result<()> {
+    let c = cluster().await?;
+    let client = c.client().await?;
+    let ns = c.namespace("disp-formats").await?;
+    let rx = Receiver::start().await?;
+    let signing = format!(
+        "whsec_{}",
+        STANDARD.encode(b"e2e signing key: 32 bytes long!!")
+    );
+    secret(&client, &ns, "signing", &[("secret", &signing)]).await?;
+    secret(
+        &client,
+        &ns,
+        "headers",
+        &[
+            ("Authorization", "Bearer e2e-token"),
+            ("X-Team", "platform"),
+            ("Webhook-Id", "forged"),
+            ("content-type", "text/plain"),
+        ],
+    )
+    .await?;
+    let mut generic = hook("generic", rx.url("/generic?token=in-url"), None, None);
+    generic.webhook.secret_ref = Some(SecretRef {
+        name: "headers".into(),
+    });
+    generic.webhook.signing_secret_ref = Some(SecretKeyRef {
+        name: "signing".into(),
+        key: "secret".into(),
+    });
+    let mut cloud = hook(
+        "cloud",
+        rx.url("/cloud"),
+        Some(vec![Phase::Succeeded]),
+        Some(Format::CloudEvents),
+    );
+    cloud.webhook.signing_secret_ref = generic.webhook.signing_secret_ref.clone();
+    let slack = hook(
+        "slack",
+        rx.url("/slack"),
+        Some(vec![Phase::Failed]),
+        Some(Format::Slack),
+    );
+    let hooks = [generic, cloud, slack];
+
+    let d = Dispatcher::start(c, &ns, rx.ca_file(), "127.0.0.0/8", "a", &[]).await?;
+    let api: Api<Task> = Api::namespaced(client.clone(), &ns);
+    let ok = create_task(&api, "ok", Some(&hooks), Some("issues")).await?;
+    let bad = create_task(&api, "bad", Some(&hooks), None).await?;
+    complete(&api, "ok", Phase::Succeeded, Duration::ZERO).await?;
+    complete(&api, "bad", Phase::Failed, Duration::ZERO).await?;
+    let ok_done = wait_reported(&api, "ok", Phase::Succeeded, &d).await?;
+    let bad_done = wait_reported(&api, "bad", Phase::Failed, &d).await?;
+
+    // Phase filters: generic fires on both, cloud on Succeeded only, slack on Failed only.
+    let g = rx.requests_to("/generic");
+    assert_eq!(g.len(), 2, "{g:?}");
+    assert_eq!(rx.requests_to("/cloud").len(), 1);
+    assert_eq!(rx.requests_to("/slack").len(), 1);
+    let ids: HashSet<String> = g
+        .iter()
+        .map(|r| r.header("webhook-id").unwrap().to_owned())
+        .collect();
+    let expected: HashSet<String> = [
+        format!("{}_Succeeded_generic", uid(&ok)),
+        format!("{}_Failed_generic", uid(&bad)),
+    ]
+    .into();
+    assert_eq!(
+        ids, expected,
+        "webhook-id derived from UID, phase and hook; Secret cannot forge it"
+    );
+
+    for r in &g {
+        assert_eq!(r.method, "POST");
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        assert_eq!(r.header("authorization"), Some("Bearer e2e-token"));
+        assert_eq!(r.header("x-team"), Some("platform"));
+        assert_eq!(
+            r.headers.iter().filter(|(n, _)| n == "webhook-id").count(),
+            1
+        );
+        verify_signature(&signing, r)?;
+        let body = r.json();
+        assert_eq!(body["id"], r.header("webhook-id").unwrap());
+        assert_eq!(body["hook"], "generic");
+        let t = &body["task"];
+        assert_eq!(t["namespace"], ns.as_str());
+        assert_eq!(t["agentType"], "claude-code");
+        assert_eq!(t["model"], "opus");
+        assert_eq!(
+            t["usage"],
+            json!({"costUSD": "0.42", "inputTokens": 1200, "outputTokens": 340})
+        );
+        assert_eq!(t["outputs"][0], "https://github.com/kelos-dev/demo/pull/7");
+        match t["name"].as_str() {
+            Some("ok") => {
+                assert_eq!(body["type"], "kelos.task.succeeded");
+                assert_eq!(t["spawner"], "issues");
+                assert_eq!(t["uid"], uid(&ok).as_str());
+            }
+            Some("bad") => {
+                assert_eq!(body["type"], "kelos.task.failed");
+                assert_eq!(t["spawner"], Value::Null);
+                assert_eq!(t["phase"], "Failed");
+            }
+            other => panic!("unexpected task {other:?}"),
+        }
+    }
+    let ce = &rx.requests_to("/cloud")[0];
+    assert_eq!(
+        ce.header("content-type"),
+        Some("application/cloudevents+json")
+    );
+    verify_signature(&signing, ce)?;
+    let ce_body = ce.json();
+    assert_eq!(ce_body["specversion"], "1.0");
+    assert_eq!(ce_body["id"], format!("{}_Succeeded_cloud", uid(&ok)));
+    assert_eq!(ce_body["type"], "dev.kelos.task.succeeded");
+    assert_eq!(
+        ce_body["source"],
+        format!("/apis/kelos.dev/v1alpha2/namespaces/{ns}/tasks/ok")
+    );
+    assert_eq!(ce_body["data"]["task"]["name"], "ok");
+    assert!(ce.header("webhook-signature").is_some());
+    let sl = &rx.requests_to("/slack")[0];
+    assert!(
+        sl.header("webhook-signature").is_none(),
+        "no signing configured for slack"
+    );
+    let sl_body = sl.json();
+    assert!(
+        sl_body["text"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{ns}/bad failed")),
+        "{sl_body}"
+    );
+    assert!(sl_body["blocks"].as_array().unwrap().len() >= 3);
+
+    // The record on the Task.
+    let od = deliveries(&ok_done);
+    assert_eq!(od.phase, Phase::Succeeded);
+    assert_eq!(od.hooks.keys().collect::<Vec<_>>(), ["cloud", "generic"]);
+    for h in od.hooks.values() {
+        assert_eq!(
+            (h.state, h.attempts, h.last_status),
+            (HookState::Delivered, 1, Some(200))
+        );
+    }
+    let bd = deliveries(&bad_done);
+    assert_eq!(bd.phase, Phase::Failed);
+    assert_eq!(bd.hooks.keys().collect::<Vec<_>>(), ["generic", "slack"]);
+
+    let events = events_with(&client, &ns, "ok", "WebhookHeadersIgnored", "").await?;
+    let ignored = events
+        .iter()
+        .find(|(_, r, _)| r == "WebhookHeadersIgnored")
+        .unwrap();
+    assert_eq!(ignored.0, "Warning");
+    assert!(
+        ignored.2.contains("Webhook-Id") && ignored.2.contains("content-type"),
+        "{ignored:?}"
+    );
+    let events = events_with(&client, &ns, "ok", "WebhookDelivered", "").await?;
+    for (_, _, note) in &events {
+        assert!(
+            !note.contains("in-url") && !note.contains("/generic"),
+            "URL path/query leaked: {note}"
+        );
+        assert!(!note.contains("e2e-token"), "secret leaked: {note}");
+    }
+    let (_, metrics) = d.get("/metrics").await?;
+    assert!(
+        metrics.contains("kelos_hooks_dispatcher_deliveries_total{outcome=\"delivered\"} 4"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("kelos_hooks_dispatcher_leader 1"));
+    assert!(
+        !std::fs::read_to_string(&d.log)?.contains("e2e-token"),
+        "secret in logs"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn retries_failures_redirects_and_timeouts() -> Result<()> {
+    let c = cluster().await?;
+    let client = c.client().await?;
+    let ns = c.namespace("disp-retry").await?;
+    let rx = Receiver::start().await?;
+    rx.script(
+        "/flaky",
+        [Reply::Status(500), Reply::Status(503), Reply::Status(200)],
+    );
+    rx.script("/rejected", [Reply::Status(400)]);
+    rx.script("/moved", [Reply::Redirect(rx.url("/elsewhere"))]);
+    rx.script("/slow", [Reply::Hang]);
+    rx.script("/throttled", [Reply::RetryAfter(429, 1)]);
+    rx.script("/down", std::iter::repeat_n(Reply::Status(503), 10));
+    let hooks = [
+        hook("flaky", rx.url("/flaky"), None, None),
+        hook("rejected", rx.url("/rejected?token=s3cret"), None, None),
+        hook("moved", rx.url("/moved"), None, None),
+        hook("slow", rx.url("/slow"), None, None),
+        hook("throttled", rx.url("/throttled"), None, None),
+        hook("steady", rx.url("/steady"), None, None),
+        hook("down", rx.url("/down"), None, None),
+    ];
+    let d = Dispatcher::start(
+        c,
+        &ns,
+        rx.ca_file(),
+        "127.0.0.0/8",
+        "a",
+        &["--max-attempts", "3"],
+    )
+    .await?;
+    let api: Api<Task> = Api::namespaced(client.clone(), &ns);
+    let task = create_task(&api, "t", Some(&hooks), None).await?;
+    complete(&api, "t", Phase::Succeeded, Duration::ZERO).await?;
+    let done = wait_reported(&api, "t", Phase::Succeeded, &d).await?;
+    let dl = deliveries(&done);
+    let state = |h: &str| {
+        let r = dl.get(h).unwrap();
+        (r.state, r.attempts, r.last_status)
+    };
+    assert_eq!(
+        state("flaky"),
+        (HookState::Delivered, 3, Some(200)),
+        "{dl:?}"
+    );
+    assert_eq!(state("rejected"), (HookState::Failed, 1, Some(400)));
+    assert_eq!(state("moved"), (HookState::Failed, 1, Some(302)));
+    assert_eq!(state("slow"), (HookState::Delivered, 2, Some(200)));
+    assert_eq!(state("throttled"), (HookState::Delivered, 2, Some(200)));
+    assert_eq!(state("steady"), (HookState::Delivered, 1, Some(200)));
+    assert!(dl.get("slow").unwrap().last_error.is_none());
+    // Out of attempts (--max-attempts 3): Failed, with the reason.
+    assert_eq!(state("down"), (HookState::Failed, 3, Some(503)));
+    let why = dl
+        .get("down")
+        .unwrap()
+        .last_error
+        .clone()
+        .unwrap_or_default();
+    assert!(
+        why.contains("3 attempts") && why.contains("HTTP 503"),
+        "{why}"
+    );
+    assert_eq!(rx.requests_to("/down").len(), 3);
+
+    // Retries carry the same webhook-id.
+    let flaky = rx.requests_to("/flaky");
+    assert_eq!(flaky.len(), 3);
+    let id = format!("{}_Succeeded_flaky", uid(&task));
+    assert!(
+        flaky
+            .iter()
+            .all(|r| r.header("webhook-id") == Some(id.as_str()))
+    );
+    // Final answers are not retried; redirects are not followed.
+    assert_eq!(rx.requests_to("/rejected").len(), 1);
+    assert_eq!(rx.requests_to("/moved").len(), 1);
+    assert_eq!(
+        rx.requests_to("/elsewhere").len(),
+        0,
+        "redirect must not be followed"
+    );
+    // A hung receiver times out (2s) and is retried.
+    let slow = rx.requests_to("/slow");
+    assert_eq!(slow.len(), 2);
+    assert!(
+        slow[1].at - slow[0].at >= Duration::from_secs(2),
+        "timeout then retry"
+    );
+    // Retry-After: 1 honoured (backoff base is 200ms).
+    let thr = rx.requests_to("/throttled");
+    assert_eq!(thr.len(), 2);
+    assert!(
+        thr[1].at - thr[0].at >= Duration::from_millis(950),
+        "{:?}",
+        thr[1].at - thr[0].at
+    );
+    // Other hooks failing or retrying never re-send a delivered one.
+    assert_eq!(rx.requests_to("/steady").len(), 1);
+
+    let events = events_with(&client, &ns, "t", "WebhookFailed", "hook rejected").await?;
+    let failed: Vec<&(String, String, String)> = events
+        .iter()
+        .filter(|(_, r, _)| r == "WebhookFailed")
+        .collect();
+    assert!(failed.iter().all(|(ty, _, _)| ty == "Warning"));
+    let rejected = failed
+        .iter()
+        .find(|(_, _, n)| n.contains("hook rejected"))
+        .expect("rejected Event");
+    assert!(rejected.2.contains("HTTP 400"), "{rejected:?}");
+    assert!(
+        rejected.2.contains(&format!("https://{}", rx.addr())),
+        "{rejected:?}"
+    );
+    assert!(
+        !rejected.2.contains("s3cret") && !rejected.2.contains("/rejected"),
+        "URL not redacted: {rejected:?}"
+    );
+    events_with(&client, &ns, "t", "WebhookRetrying", "").await?;
+    let (_, metrics) = d.get("/metrics").await?;
+    assert!(
+        metrics.contains("kelos_hooks_dispatcher_deliveries_total{outcome=\"failed\"} 3"),
+        "{metrics}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn fallback_to_spawner_skips_old_tasks_and_blocks_private_addresses() -> Result<()> {
+    let c = cluster().await?;
+    let client = c.client().await?;
+    let ns = c.namespace("disp-fallback").await?;
+    let rx = Receiver::start().await?;
+    // A second receiver on 127.0.0.2, which the dispatcher's allowlist (127.0.0.1/32) leaves blocked.
+    let canary = Receiver::start_on("127.0.0.2".parse()?).await?;
+
+    let spawner = TaskSpawner::new(
+        "issues",
+        TaskSpawnerSpec {
+            on_completion: Some(OnCompletion {
+                hooks: vec![hook("from-spawner", rx.url("/fallback"), None, None)],
+            }),
+            ..Default::default()
+        },
+    );
+    Api::<TaskSpawner>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &spawner)
+        .await?;
+    let d = Dispatcher::start(
+        c,
+        &ns,
+        rx.ca_file(),
+        "127.0.0.1/32",
+        "a",
+        &["--max-age", "1h"],
+    )
+    .await?;
+    let api: Api<Task> = Api::namespaced(client.clone(), &ns);
+
+    create_task(&api, "orphan", None, Some("issues")).await?;
+    create_task(
+        &api,
+        "old",
+        Some(&[hook("h", rx.url("/old"), None, None)]),
+        None,
+    )
+    .await?;
+    create_task(
+        &api,
+        "blocked",
+        Some(&[hook("h", canary.url("/blocked"), None, None)]),
+        None,
+    )
+    .await?;
+    complete(&api, "orphan", Phase::Succeeded, Duration::ZERO).await?;
+    complete(&api, "old", Phase::Succeeded, Duration::from_secs(2 * 3600)).await?;
+    complete(&api, "blocked", Phase::Failed, Duration::ZERO).await?;
+
+    let orphan = wait_reported(&api, "orphan", Phase::Succeeded, &d).await?;
+    assert_eq!(
+        deliveries(&orphan).state("from-spawner"),
+        HookState::Delivered
+    );
+    assert_eq!(rx.requests_to("/fallback").len(), 1);
+    let ev = events_with(&client, &ns, "orphan", "HooksFromSpawner", "").await?;
+    assert!(
+        ev.iter()
+            .any(|(t, r, n)| t == "Normal" && r == "HooksFromSpawner" && n.contains("issues")),
+        "{ev:?}"
+    );
+
+    let old = wait_reported(&api, "old", Phase::Succeeded, &d).await?;
+    let rec = deliveries(&old);
+    assert_eq!(rec.state("h"), HookState::Skipped);
+    assert_eq!(rec.get("h").unwrap().attempts, 0);
+    assert!(
+        rx.requests_to("/old").is_empty(),
+        "old Tasks must not be sent"
+    );
+    events_with(&client, &ns, "old", "WebhookSkipped", "").await?;
+
+    let blocked = wait_reported(&api, "blocked", Phase::Failed, &d).await?;
+    let rec = deliveries(&blocked);
+    let h = rec.get("h").unwrap();
+    assert_eq!(h.state, HookState::Failed);
+    let err = h.last_error.clone().unwrap_or_default();
+    assert!(
+        err.contains("127.0.0.2") && err.contains("127.0.0.0/8"),
+        "{err}"
+    );
+    assert_eq!(
+        canary.connections(),
+        0,
+        "no connection may be made to a blocked address"
+    );
+    let ev = events_with(&client, &ns, "blocked", "WebhookFailed", "blocked range").await?;
+    assert!(
+        ev.iter().any(|(_, _, n)| n.contains("blocked range")),
+        "{ev:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn check_url_judges_like_a_delivery() -> Result<()> {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(bin("kelos-hooks-dispatcher"))
+            .arg("check-url")
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, out) = run(&["https://localhost:8443/hook?token=x"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.starts_with("blocked: localhost resolves to 127.0.0.1 is in blocked range 127.0.0.0/8"),
+        "{out}"
+    );
+    let (code, out) = run(&[
+        "https://localhost:8443/hook?token=x",
+        "--allow-cidr",
+        "127.0.0.0/8",
+    ]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(out.trim(), "allowed: https://localhost:8443 -> 127.0.0.1");
+    let (code, out) = run(&["https://169.254.169.254/latest/meta-data"]);
+    assert_eq!(code, Some(1));
+    assert!(out.contains("169.254.0.0/16"), "{out}");
+    let (code, out) = run(&["http://example.com/"]);
+    assert_eq!(code, Some(1));
+    assert!(out.contains("not https"), "{out}");
+    let (code, _) = run(&["https://x.example/", "--allow-cidr", "nonsense"]);
+    assert_eq!(code, Some(2));
+    let (code, _) = run(&[]);
+    assert_eq!(code, Some(2));
+    Ok(())
+}
+
+fn pseudo_random(max: u64) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    u64::from(nanos) % max
+}
+
+#[tokio::test]
+async fn sigkill_at_random_points_loses_nothing_and_keeps_ids() -> Result<()> {
+    let c = cluster().await?;
+    let client = c.client().await?;
+    let ns = c.namespace("disp-kill").await?;
+    let rx = Receiver::start().await?;
+    // Slow answers and some 503s keep attempts in flight and retries pending when the kill lands.
+    rx.set_default(Reply::Slow(Duration::from_millis(150), 200));
+    let mut d = Dispatcher::start(c, &ns, rx.ca_file(), "127.0.0.0/8", "a", &[]).await?;
+    let api: Api<Task> = Api::namespaced(client.clone(), &ns);
+    let n = 24;
+    let mut expected: HashMap<String, String> = HashMap::new();
+    for i in 0..n {
+        let path = format!("/k{}", i % 3);
+        if i % 4 == 0 {
+            rx.script(&path, [Reply::Status(503)]);
+        }
+        let name = format!("t{i}");
+        let t = create_task(
+            &api,
+            &name,
+            Some(&[hook("h", rx.url(&path), None, None)]),
+            None,
+        )
+        .await?;
+        expected.insert(format!("{}_Succeeded_h", uid(&t)), name);
+    }
+    for i in 0..n {
+        complete(&api, &format!("t{i}"), Phase::Succeeded, Duration::ZERO).await?;
+        if i % 8 == 7 {
+            tokio::time::sleep(Duration::from_millis(100 + pseudo_random(400))).await;
+            d.restart().await?; // SIGKILL, then a fresh process
+        }
+    }
+    for name in expected.values() {
+        let t = wait_reported(&api, name, Phase::Succeeded, &d).await?;
+        assert_eq!(deliveries(&t).state("h"), HookState::Delivered, "{name}");
+    }
+    let mut per_id: HashMap<String, usize> = HashMap::new();
+    for r in rx.requests() {
+        let id = r.header("webhook-id").unwrap().to_owned();
+        assert_eq!(r.json()["id"], id.as_str(), "body id = header id");
+        assert!(expected.contains_key(&id), "unexpected id {id}");
+        *per_id.entry(id).or_default() += 1;
+    }
+    assert_eq!(per_id.len(), n, "every Task notified");
+    let extra: usize = per_id.values().map(|c| c - 1).sum();
+    println!(
+        "{} requests for {n} deliveries ({extra} retries or re-sends after SIGKILL)",
+        rx.requests().len()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn two_replicas_send_once_and_fail_over() -> Result<()> {
+    let c = cluster().await?;
+    let client = c.client().await?;
+    let ns = c.namespace("disp-ha").await?;
+    let rx = Receiver::start().await?;
+    let mut a = Dispatcher::start(c, &ns, rx.ca_file(), "127.0.0.0/8", "replica-a", &[]).await?;
+    let mut b = Dispatcher::start(c, &ns, rx.ca_file(), "127.0.0.0/8", "replica-b", &[]).await?;
+    let api: Api<Task> = Api::namespaced(client.clone(), &ns);
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+
+    let batch = |prefix: &'static str| {
+        let api = api.clone();
+        let rx_url = rx.url("/ha");
+        async move {
+            let mut names = Vec::new();
+            for i in 0..5 {
+                let name = format!("{prefix}{i}");
+                create_task(
+                    &api,
+                    &name,
+                    Some(&[hook("h", rx_url.clone(), None, None)]),
+                    None,
+                )
+                .await?;
+                complete(&api, &name, Phase::Succeeded, Duration::ZERO).await?;
+                names.push(name);
+            }
+            Ok::<_, anyhow::Error>(names)
+        }
+    };
+    for name in batch("one").await? {
+        wait_reported(&api, &name, Phase::Succeeded, &a).await?;
+    }
+    let holder = leases
+        .get("dispatcher")
+        .await?
+        .spec
+        .and_then(|s| s.holder_identity)
+        .unwrap_or_default();
+    let (leader, survivor) = match holder.as_str() {
+        "replica-a" => (&mut a, &mut b),
+        "replica-b" => (&mut b, &mut a),
+        other => bail!("unexpected Lease holder {other:?}"),
+    };
+    let (_, m) = survivor.get("/metrics").await?;
+    assert!(
+        m.contains("kelos_hooks_dispatcher_leader 0"),
+        "follower must not lead: {m}"
+    );
+    leader.kill().await;
+    let started = Instant::now();
+    for name in batch("two").await? {
+        wait_reported(&api, &name, Phase::Succeeded, survivor).await?;
+    }
+    println!(
+        "failover: second batch delivered {:?} after the leader was killed",
+        started.elapsed()
+    );
+    let holder = leases
+        .get("dispatcher")
+        .await?
+        .spec
+        .and_then(|s| s.holder_identity)
+        .unwrap_or_default();
+    assert_ne!(holder, "", "a leader holds the Lease");
+    let (_, m) = survivor.get("/metrics").await?;
+    assert!(m.contains("kelos_hooks_dispatcher_leader 1"), "{m}");
+    let mut per_id: HashMap<String, usize> = HashMap::new();
+    for r in rx.requests_to("/ha") {
+        *per_id
+            .entry(r.header("webhook-id").unwrap().to_owned())
+            .or_default() += 1;
+    }
+    assert_eq!(per_id.len(), 10);
+    assert!(
+        per_id.values().all(|c| *c == 1),
+        "nothing sent twice (no attempt was in flight at the kill): {per_id:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn sigterm_finishes_in_flight_attempts_records_them_and_releases_the_lease() -> Result<()> {
+    let c = cluster().await?;
+    let client = c.client().await?;
+    let ns = c.namespace("disp-term").await?;
+    let rx = Receiver::start().await?;
+    rx.set_default(Reply::Slow(Duration::from_millis(1500), 200));
+    let mut d = Dispatcher::start(
+        c,
+        &ns,
+        rx.ca_file(),
+        "127.0.0.0/8",
+        "a",
+        &["--shutdown-timeout", "10s"],
+    )
+    .await?;
+    let api: Api<Task> = Api::namespaced(client.clone(), &ns);
+    create_task(
+        &api,
+        "t",
+        Some(&[hook("h", rx.url("/term"), None, None)]),
+        None,
+    )
+    .await?;
+    complete(&api, "t", Phase::Succeeded, Duration::ZERO).await?;
+    rx.wait_for("/term", 1, WAIT).await?;
+    // The attempt is in flight (the receiver answers after 1.5 s): SIGTERM now.
+    let mut child = d.child.take().unwrap();
+    let pid = child.id().unwrap().to_string();
+    let killed = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await?;
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(15), child.wait()).await??;
+    assert!(
+        status.success(),
+        "graceful exit expected, got {status}:\n{}",
+        d.logs()
+    );
+    // The outcome was recorded before the process exited: nobody else is running.
+    let t = api.get("t").await?;
+    assert_eq!(
+        t.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(REPORT_PHASE))
+            .map(String::as_str),
+        Some("Succeeded")
+    );
+    let rec = deliveries(&t);
+    assert_eq!(
+        (rec.state("h"), rec.get("h").unwrap().attempts),
+        (HookState::Delivered, 1)
+    );
+    assert_eq!(rx.requests_to("/term").len(), 1);
+    let lease = Api::<Lease>::namespaced(client.clone(), &ns)
+        .get("dispatcher")
+        .await?;
+    assert_eq!(
+        lease.spec.and_then(|s| s.holder_identity),
+        None,
+        "Lease released for a fast failover"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn losing_the_lease_stops_sending_and_cancels_in_flight_attempts() -> Result<()> {
+    let c = cluster().await?;
+    let client = c.client().await?;
+    let ns = c.namespace("disp-lease").await?;
+    let rx = Receiver::start().await?;
+    rx.set_default(Reply::Slow(Duration::from_secs(6), 200));
+    let d = Dispatcher::start(
+        c,
+        &ns,
+        rx.ca_file(),
+        "127.0.0.0/8",
+        "a",
+        &["--request-timeout", "15s"],
+    )
+    .await?;
+    let api: Api<Task> = Api::namespaced(client.clone(), &ns);
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    let t1 = create_task(
+        &api,
+        "t1",
+        Some(&[hook("h", rx.url("/lease"), None, None)]),
+        None,
+    )
+    .await?;
+    complete(&api, "t1", Phase::Succeeded, Duration::ZERO).await?;
+    rx.wait_for("/lease", 1, WAIT).await?;
+
+    // Another holder takes the Lease (as if this replica had been partitioned away).
+    let mut lease = leases.get("dispatcher").await?;
+    let spec = lease.spec.as_mut().unwrap();
+    spec.holder_identity = Some("intruder".into());
+    spec.renew_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+        Timestamp::now(),
+    ));
+    spec.lease_duration_seconds = Some(6);
+    leases
+        .replace("dispatcher", &PostParams::default(), &lease)
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !d
+        .get("/metrics")
+        .await?
+        .1
+        .contains("kelos_hooks_dispatcher_leader 0")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "did not step down:\n{}",
+            d.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A follower sends nothing new, and the cancelled attempt records nothing.
+    create_task(
+        &api,
+        "t2",
+        Some(&[hook("h", rx.url("/lease"), None, None)]),
+        None,
+    )
+    .await?;
+    complete(&api, "t2", Phase::Succeeded, Duration::ZERO).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        rx.requests_to("/lease").len(),
+        1,
+        "no request while not leader"
+    );
+    assert_ne!(
+        deliveries(&api.get("t1").await?).state("h"),
+        HookState::Delivered,
+        "cancelled attempt must not be recorded"
+    );
+
+    // The intruder never renews: once its Lease expires this replica leads again and finishes.
+    wait_reported(&api, "t1", Phase::Succeeded, &d).await?;
+    wait_reported(&api, "t2", Phase::Succeeded, &d).await?;
+    let id1 = format!("{}_Succeeded_h", uid(&t1));
+    let reqs = rx.requests_to("/lease");
+    assert_eq!(
+        reqs.len(),
+        3,
+        "t1 twice (the cancelled in-flight attempt, then again), t2 once"
+    );
+    assert_eq!(
+        reqs.iter()
+            .filter(|r| r.header("webhook-id") == Some(id1.as_str()))
+            .count(),
+        2,
+        "same webhook-id on re-send"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_rerun_to_another_phase_notifies_again_with_a_new_id() -> Result<()> {
+    let c = cluster().await?;
+    let client = c.client().await?;
+    let ns = c.namespace("disp-rerun").await?;
+    let rx = Receiver::start().await?;
+    let d = Dispatcher::start(c, &ns, rx.ca_file(), "127.0.0.0/8", "a", &[]).await?;
+    let api: Api<Task> = Api::namespaced(client.clone(), &ns);
+    let t = create_task(
+        &api,
+        "t",
+        Some(&[hook("h", rx.url("/rerun"), None, None)]),
+        None,
+    )
+    .await?;
+    complete(&api, "t", Phase::Failed, Duration::ZERO).await?;
+    wait_reported(&api, "t", Phase::Failed, &d).await?;
+    complete(&api, "t", Phase::Succeeded, Duration::ZERO).await?;
+    let done = wait_reported(&api, "t", Phase::Succeeded, &d).await?;
+    let rec = deliveries(&done);
+    assert_eq!(
+        rec.phase,
+        Phase::Succeeded,
+        "a new phase starts a new record"
+    );
+    assert_eq!(
+        (rec.state("h"), rec.get("h").unwrap().attempts),
+        (HookState::Delivered, 1)
+    );
+    let ids: Vec<String> = rx
+        .requests_to("/rerun")
+        .iter()
+        .map(|r| r.header("webhook-id").unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            format!("{}_Failed_h", uid(&t)),
+            format!("{}_Succeeded_h", uid(&t))
+        ]
+    );
+    Ok(())
+}
