@@ -900,7 +900,7 @@ async fn install_then_upgrade_keeps_the_patched_ca_bundle() -> Result<()> {
         let admission_sa = format!("system:serviceaccount:{ns}:{fullname}-admission");
         let ca = "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCg==";
         for (kind, count) in [
-            ("validatingwebhookconfiguration", 2),
+            ("validatingwebhookconfiguration", 3),
             ("mutatingwebhookconfiguration", 1),
         ] {
             let ops: Vec<Value> = (0..count)
