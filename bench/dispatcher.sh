@@ -31,6 +31,7 @@ if ((quick)); then
   run cache 10000
 else
   run burst 10000
+  run backlog 10000
   run rate 3000 100
   run cache 100000
 fi

@@ -21,6 +21,7 @@ use serde_json::Value;
 
 use crate::health::Health;
 use crate::metrics::{Metrics, MissResult};
+use crate::patch::Snapshot;
 
 /// The hooks a spawner hands to its Tasks, computed once per spawner change.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -29,7 +30,7 @@ pub enum SpawnerHooks {
     #[default]
     None,
     /// The `kelos.dev/on-completion` annotation value (already validated).
-    Snapshot(Arc<str>),
+    Snapshot(Snapshot),
     /// The stored hooks break the rules (created before the webhook was installed): not copied.
     Invalid(Arc<str>),
 }
@@ -47,7 +48,7 @@ impl SpawnerHooks {
         }
         match OnCompletion::deserialize(value) {
             Ok(oc) if oc.hooks.is_empty() => SpawnerHooks::None,
-            Ok(oc) => SpawnerHooks::Snapshot(encode_snapshot(&oc.hooks).into()),
+            Ok(oc) => SpawnerHooks::Snapshot(Snapshot::new(&encode_snapshot(&oc.hooks))),
             Err(e) => SpawnerHooks::Invalid(format!("spec.onCompletion: {e}").into()),
         }
     }
@@ -268,7 +269,7 @@ mod tests {
             json!({"hooks": [{"name": "a", "webhook": {"url": "https://hooks.example.com/x"}}]});
         match SpawnerHooks::from_on_completion(Some(&oc), &IpPolicy::default()) {
             SpawnerHooks::Snapshot(s) => {
-                let decoded = kelos_hooks_shared::annotations::decode_snapshot(&s).unwrap();
+                let decoded = kelos_hooks_shared::annotations::decode_snapshot(s.value()).unwrap();
                 assert_eq!(decoded.hooks[0].name, "a");
             }
             other => panic!("{other:?}"),

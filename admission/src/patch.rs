@@ -1,8 +1,92 @@
 //! Minimal, idempotent JSON Patch for one annotation. Pure: no I/O.
 
+use std::sync::Arc;
+
+use base64::Engine;
+use kelos_hooks_shared::annotations::ON_COMPLETION;
 use serde_json::json;
 
 use crate::review::StrMap;
+
+/// A JSON Patch with its base64 wire form (what the AdmissionReview response carries).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Patch {
+    base64: Arc<str>,
+}
+
+impl Patch {
+    /// Wraps JSON Patch text, encoding it once.
+    pub fn new(json: String) -> Self {
+        let base64 = base64::engine::general_purpose::STANDARD.encode(json.as_bytes());
+        Patch {
+            base64: base64.into(),
+        }
+    }
+
+    /// The patch as JSON text (tests read it back).
+    #[cfg(test)]
+    pub fn json(&self) -> String {
+        let bytes = base64::engine::general_purpose::STANDARD.decode(self.base64.as_bytes());
+        String::from_utf8(bytes.unwrap_or_default()).unwrap_or_default()
+    }
+
+    /// The patch as the base64 string the admission API documents for `[]byte`.
+    pub fn base64(&self) -> &str {
+        &self.base64
+    }
+}
+
+/// A spawner's `kelos.dev/on-completion` value with both patches that can set it, computed once
+/// per spawner change: every Task CREATE then answers without escaping or encoding anything.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    value: Arc<str>,
+    add_map: Patch,
+    add_key: Patch,
+}
+
+impl Snapshot {
+    /// Precomputes the patches for the annotation value `value`.
+    pub fn new(value: &str) -> Self {
+        let some = StrMap::default();
+        // `annotation_patch` never returns None for a wanted value on an object without it.
+        let add_map = annotation_patch(None, ON_COMPLETION, Some(value)).unwrap_or_default();
+        let add_key = annotation_patch(Some(&some), ON_COMPLETION, Some(value)).unwrap_or_default();
+        Snapshot {
+            value: value.into(),
+            add_map: Patch::new(add_map),
+            add_key: Patch::new(add_key),
+        }
+    }
+
+    /// The annotation value.
+    pub fn value(&self) -> &str {
+        &self.value
+    }
+}
+
+impl From<&str> for Snapshot {
+    fn from(value: &str) -> Self {
+        Snapshot::new(value)
+    }
+}
+
+/// The patch making `kelos.dev/on-completion` equal `desired` (`None`: absent): the same answer as
+/// [`annotation_patch`], from the precomputed forms where there are some.
+pub fn snapshot_patch(
+    annotations: Option<&StrMap<'_>>,
+    desired: Option<&Snapshot>,
+) -> Option<Patch> {
+    let current = annotations
+        .and_then(|a| a.get(ON_COMPLETION))
+        .map(|v| v.as_ref());
+    match (annotations, desired) {
+        (_, Some(want)) if current == Some(want.value()) => None,
+        (None, Some(want)) => Some(want.add_map.clone()),
+        (Some(_), Some(want)) => Some(want.add_key.clone()),
+        (_, None) => annotation_patch(annotations, ON_COMPLETION, None).map(Patch::new),
+    }
+}
 
 /// Escapes a JSON Pointer token (RFC 6901): `~` → `~0`, `/` → `~1`.
 pub fn escape_pointer_token(token: &str) -> String {
@@ -132,5 +216,28 @@ mod tests {
         assert_eq!(annotation_patch(None, KEY, None), None);
         let m = map(&[("x", "y")]);
         assert_eq!(annotation_patch(Some(&m), KEY, None), None);
+    }
+
+    #[test]
+    fn precomputed_patches_equal_the_reference() {
+        let snap = Snapshot::new("{\"hooks\":[]}");
+        let cases: [Option<StrMap<'static>>; 4] = [
+            None,
+            Some(map(&[])),
+            Some(map(&[(KEY, "forged"), ("x", "y")])),
+            Some(map(&[(KEY, "{\"hooks\":[]}")])),
+        ];
+        for annotations in &cases {
+            for desired in [Some(&snap), None] {
+                let fast = snapshot_patch(annotations.as_ref(), desired);
+                let reference =
+                    annotation_patch(annotations.as_ref(), KEY, desired.map(Snapshot::value));
+                assert_eq!(
+                    fast.as_ref().map(Patch::json),
+                    reference,
+                    "{annotations:?} {desired:?}"
+                );
+            }
+        }
     }
 }

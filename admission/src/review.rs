@@ -6,9 +6,10 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+
+use crate::patch::Patch;
 
 /// The only review version served (the webhook configurations ask for `v1` only).
 pub const API_VERSION: &str = "admission.k8s.io/v1";
@@ -209,8 +210,8 @@ pub struct Decision {
     pub allowed: bool,
     /// Denial status (code and message); `None` when allowed.
     pub status: Option<Status>,
-    /// JSON Patch (serialised JSON text), mutating only.
-    pub patch: Option<String>,
+    /// JSON Patch, mutating only.
+    pub patch: Option<Patch>,
     /// Warnings shown by kubectl.
     pub warnings: Vec<String>,
 }
@@ -285,7 +286,7 @@ pub struct Response<'a> {
     pub status: Option<&'a Status>,
     /// Base64 of the JSON Patch.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub patch: Option<String>,
+    pub patch: Option<&'a str>,
     /// `JSONPatch` whenever `patch` is set.
     #[serde(rename = "patchType", skip_serializing_if = "Option::is_none")]
     pub patch_type: Option<&'static str>,
@@ -296,10 +297,7 @@ pub struct Response<'a> {
 
 /// Serialises the response review for `uid`.
 pub fn encode_response(uid: &str, decision: &Decision) -> Vec<u8> {
-    let patch = decision
-        .patch
-        .as_ref()
-        .map(|p| base64::engine::general_purpose::STANDARD.encode(p.as_bytes()));
+    let patch = decision.patch.as_ref().map(Patch::base64);
     let patch_type = patch.as_ref().map(|_| "JSONPatch");
     let review = ReviewResponse {
         api_version: API_VERSION,
@@ -390,7 +388,7 @@ mod tests {
         let d = Decision {
             allowed: true,
             status: None,
-            patch: Some("[]".into()),
+            patch: Some(Patch::new("[]".into())),
             warnings: vec!["w".into()],
         };
         let v: serde_json::Value = serde_json::from_slice(&encode_response("u1", &d)).unwrap();

@@ -5,6 +5,8 @@
 //! - `burst N`: creates N Tasks with one hook each, then completes them all at once (status
 //!   subresource, 64 in flight) and measures deliveries/s and completion-to-delivery latency;
 //! - `rate N R`: completes N Tasks at R completions/s and measures completion-to-delivery latency;
+//! - `backlog N`: completes N Tasks while no dispatcher runs, then starts it: deliveries/s of
+//!   the dispatcher alone (status writes excluded);
 //! - `cache N`: creates N running Tasks and reports the dispatcher's RSS once its watch holds them.
 //!
 //! The dispatcher binary is `$DISPATCHER` (release build), started here with `--allow-cidr 127.0.0.1/32`.
@@ -306,6 +308,24 @@ async fn main() -> Result<()> {
     let ns = c.namespace(&format!("bench-{mode}")).await?;
     let api: Api<Task> = Api::namespaced(client, &ns);
     let annotation = encode_snapshot(&[hook(rx.url("/hook"))]);
+    if mode == "backlog" {
+        // Tasks that completed while no dispatcher ran (a restart or failover with a backlog):
+        // measures the dispatcher's own throughput, status writes excluded.
+        let names = create_tasks(&api, "b", n, &annotation).await?;
+        complete(&api, &names, 0.0).await?;
+        let t0 = Instant::now();
+        let d = Dispatcher::start(c.kubeconfig(), &ns, rx.ca_file()).await?;
+        let got = rx.wait_for("/hook", n, Duration::from_secs(600)).await?;
+        let last = got.iter().map(|r| r.at).max().unwrap_or(t0);
+        let secs = last.saturating_duration_since(t0).as_secs_f64();
+        println!(
+            "RESULT backlog n={n}: delivered={} in {secs:.1}s from dispatcher start: deliveries/s={:.0}; VmHWM {:.1} MiB",
+            got.len(),
+            got.len() as f64 / secs,
+            rss_mib(d.pid(), "VmHWM:")
+        );
+        return Ok(());
+    }
     let d = Dispatcher::start(c.kubeconfig(), &ns, rx.ca_file()).await?;
     println!(
         "dispatcher idle: VmRSS {:.1} MiB",
@@ -322,7 +342,13 @@ async fn main() -> Result<()> {
             let t = Instant::now();
             let names = create_tasks(&api, "t", n, &annotation).await?;
             println!("created {n} Tasks in {:.1}s", t.elapsed().as_secs_f64());
+            let t = Instant::now();
             let completed = complete(&api, &names, rate).await?;
+            let secs = t.elapsed().as_secs_f64();
+            println!(
+                "completed {n} Tasks in {secs:.1}s ({:.0} status writes/s)",
+                n as f64 / secs
+            );
             rx.wait_for("/hook", n, Duration::from_secs(600)).await?;
             report_latency(
                 &format!("{mode} n={n} rate={rate}"),
@@ -341,7 +367,7 @@ async fn main() -> Result<()> {
             // Let the watch absorb every event, then sample.
             tokio::time::sleep(Duration::from_secs(10)).await;
         }
-        other => bail!("unknown mode {other} (ceiling | burst | rate | cache)"),
+        other => bail!("unknown mode {other} (ceiling | burst | rate | backlog | cache)"),
     }
     println!(
         "RESULT rss {mode} n={n}: VmRSS {:.1} MiB, peak VmHWM {:.1} MiB",

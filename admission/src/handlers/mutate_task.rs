@@ -1,11 +1,11 @@
 //! `POST /mutate/tasks`: at CREATE, copy the owning TaskSpawner's hooks into
 //! `kelos.dev/on-completion` (overwriting whatever the creator put there).
 
-use kelos_hooks_shared::annotations::{ON_COMPLETION, SPAWNER_LABEL};
+use kelos_hooks_shared::annotations::SPAWNER_LABEL;
 
 use super::CREATE;
 use crate::cache::{Resolved, SpawnerCache, SpawnerHooks};
-use crate::patch::annotation_patch;
+use crate::patch::snapshot_patch;
 use crate::review::{Decision, Request};
 
 /// The spawner (namespace, name) whose hooks this request needs, if any.
@@ -30,7 +30,7 @@ pub fn decide(req: &Request<'_>, resolved: &Resolved) -> Decision {
     let annotations = object.metadata.annotations.as_ref();
     let mut warnings = Vec::new();
     let desired = match resolved {
-        Resolved::Hooks(SpawnerHooks::Snapshot(s)) => Some(s.as_ref()),
+        Resolved::Hooks(SpawnerHooks::Snapshot(s)) => Some(s),
         Resolved::Hooks(SpawnerHooks::None) | Resolved::NotFound => None,
         Resolved::Hooks(SpawnerHooks::Invalid(why)) => {
             warnings.push(format!(
@@ -43,7 +43,7 @@ pub fn decide(req: &Request<'_>, resolved: &Resolved) -> Decision {
         // falls back to the spawner's current hooks.
         Resolved::Unknown(_) => None,
     };
-    let patch = annotation_patch(annotations, ON_COMPLETION, desired);
+    let patch = snapshot_patch(annotations, desired);
     Decision {
         allowed: true,
         status: None,
@@ -73,6 +73,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use futures::FutureExt;
+    use kelos_hooks_shared::annotations::ON_COMPLETION;
     use kube::runtime::reflector::store::Writer;
     use kube::runtime::watcher;
     use serde_json::{Value, json};
@@ -129,7 +130,7 @@ mod tests {
     }
 
     fn ops(d: &Decision) -> Value {
-        serde_json::from_str(d.patch.as_deref().unwrap()).unwrap()
+        serde_json::from_str(&d.patch.as_ref().unwrap().json()).unwrap()
     }
 
     #[tokio::test]

@@ -4,36 +4,36 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
-use super::fields::{field, index, join, kind, object, unknown_fields};
+use super::fields::{Joined, Path, kind, known_fields, non_null, object};
 use super::names::{
     LABEL_MAX, SUBDOMAIN_MAX, is_dns1123_label, is_dns1123_subdomain, is_secret_key,
 };
-use super::url::validate_url;
+use super::url::check_url;
 use super::{Context, Report};
 use crate::api::{MAX_HOOKS, Phase};
 
-const ON_COMPLETION_FIELDS: &[&str] = &["hooks"];
-const HOOK_FIELDS: &[&str] = &["name", "phases", "webhook"];
-const WEBHOOK_FIELDS: &[&str] = &["url", "secretRef", "signingSecretRef", "format"];
-const SECRET_REF_FIELDS: &[&str] = &["name"];
-const SIGNING_SECRET_REF_FIELDS: &[&str] = &["name", "key"];
+const ON_COMPLETION_FIELDS: &[&str; 1] = &["hooks"];
+const HOOK_FIELDS: &[&str; 3] = &["name", "phases", "webhook"];
+const WEBHOOK_FIELDS: &[&str; 4] = &["url", "secretRef", "signingSecretRef", "format"];
+const SECRET_REF_FIELDS: &[&str; 1] = &["name"];
+const SIGNING_SECRET_REF_FIELDS: &[&str; 2] = &["name", "key"];
 const FORMATS: &[&str] = &["Generic", "CloudEvents", "Slack"];
 
 /// `onCompletion`: `null` (no hooks) or an object with an optional `hooks` list.
-pub(crate) fn on_completion(value: &Value, path: &str, ctx: &Context, report: &mut Report) {
+pub(crate) fn on_completion(value: &Value, path: &Path<'_>, ctx: &Context, report: &mut Report) {
     if value.is_null() {
         return;
     }
     let Some(map) = object(value, path, "an object with a hooks list", report) else {
         return;
     };
-    unknown_fields(map, path, ON_COMPLETION_FIELDS, report);
-    match map.get("hooks") {
+    let [hooks] = known_fields(map, path, ON_COMPLETION_FIELDS, report);
+    match hooks {
         None => {}
-        Some(Value::Array(hooks)) => hook_list(hooks, &join(path, "hooks"), ctx, report),
+        Some(Value::Array(hooks)) => hook_list(hooks, &path.field("hooks"), ctx, report),
         // `hooks: null` is usually a list left empty by mistake; the typed API would refuse it too.
         Some(other) => report.error(
-            join(path, "hooks"),
+            &path.field("hooks"),
             format!(
                 "must be a list of hooks, got {}; add hooks or remove the field",
                 kind(other)
@@ -42,7 +42,7 @@ pub(crate) fn on_completion(value: &Value, path: &str, ctx: &Context, report: &m
     }
 }
 
-fn hook_list(hooks: &[Value], path: &str, ctx: &Context, report: &mut Report) {
+fn hook_list(hooks: &[Value], path: &Path<'_>, ctx: &Context, report: &mut Report) {
     if hooks.len() > MAX_HOOKS {
         report.error(
             path,
@@ -55,35 +55,56 @@ fn hook_list(hooks: &[Value], path: &str, ctx: &Context, report: &mut Report) {
     }
     let mut names = Names::default();
     for (i, value) in hooks.iter().enumerate() {
-        hook(value, &index(path, i), i, ctx, &mut names, report);
+        hook(value, &path.index(i), i, ctx, &mut names, report);
     }
 }
+
+/// Up to this many names are kept in a list searched in order (a valid list has at most
+/// `MAX_HOOKS`); longer lists move to a hash map so huge invalid input stays linear.
+const NAMES_INLINE: usize = 2 * MAX_HOOKS;
 
 /// Hook names seen so far in a list, with the index that first used each.
 #[derive(Default)]
 pub(crate) struct Names<'v> {
-    first_use: HashMap<&'v str, usize>,
+    few: Vec<(&'v str, usize)>,
+    many: HashMap<&'v str, usize>,
 }
 
 impl<'v> Names<'v> {
     /// Records the name of hooks[`index`]; the error text when an earlier hook already has it.
     fn record(&mut self, name: &'v str, index: usize) -> Option<String> {
-        match self.first_use.get(name) {
-            Some(first) => Some(format!(
+        let first = if self.many.is_empty() {
+            self.few
+                .iter()
+                .find(|(seen, _)| *seen == name)
+                .map(|(_, i)| *i)
+        } else {
+            self.many.get(name).copied()
+        };
+        if let Some(first) = first {
+            return Some(format!(
                 "duplicate name {name:?}, already used by hooks[{first}]; hook names must be unique"
-            )),
-            None => {
-                self.first_use.insert(name, index);
-                None
-            }
+            ));
         }
+        if !self.many.is_empty() {
+            self.many.insert(name, index);
+        } else if self.few.len() < NAMES_INLINE {
+            if self.few.is_empty() {
+                self.few.reserve(MAX_HOOKS);
+            }
+            self.few.push((name, index));
+        } else {
+            self.many.extend(self.few.drain(..));
+            self.many.insert(name, index);
+        }
+        None
     }
 }
 
 /// hooks[`position`]; `names` carries the names of the hooks before it (uniqueness).
 pub(crate) fn hook<'v>(
     value: &'v Value,
-    path: &str,
+    path: &Path<'_>,
     position: usize,
     ctx: &Context,
     names: &mut Names<'v>,
@@ -97,11 +118,11 @@ pub(crate) fn hook<'v>(
     ) else {
         return;
     };
-    unknown_fields(map, path, HOOK_FIELDS, report);
+    let [name, phases_value, webhook_value] = known_fields(map, path, HOOK_FIELDS, report);
 
-    let name_path = join(path, "name");
-    match field(map, "name") {
-        None => report.error(name_path, "required; name the hook, e.g. notify-team"),
+    let name_path = path.field("name");
+    match non_null(name) {
+        None => report.error(&name_path, "required; name the hook, e.g. notify-team"),
         Some(Value::String(name)) => {
             if name.is_empty() {
                 report.error(
@@ -118,33 +139,33 @@ pub(crate) fn hook<'v>(
                 );
             }
             if let Some(duplicate) = names.record(name, position) {
-                report.error(name_path, duplicate);
+                report.error(&name_path, duplicate);
             }
         }
         Some(other) => {
             report.error(
-                name_path,
+                &name_path,
                 format!("must be a string, got {}; e.g. notify-team", kind(other)),
             );
         }
     }
 
-    if let Some(phases_value) = field(map, "phases") {
-        phases(phases_value, &join(path, "phases"), report);
+    if let Some(phases_value) = non_null(phases_value) {
+        phases(phases_value, &path.field("phases"), report);
     }
 
-    let webhook_path = join(path, "webhook");
-    match field(map, "webhook") {
+    let webhook_path = path.field("webhook");
+    match non_null(webhook_value) {
         None => report.error(
-            webhook_path,
+            &webhook_path,
             "required; set webhook.url to the receiver's https:// URL",
         ),
         Some(value) => webhook(value, &webhook_path, ctx, report),
     }
 }
 
-fn phases(value: &Value, path: &str, report: &mut Report) {
-    let allowed = Phase::ALL.map(Phase::as_str).join(", ");
+fn phases(value: &Value, path: &Path<'_>, report: &mut Report) {
+    let allowed = Joined(&Phase::ALL);
     let Value::Array(items) = value else {
         report.error(
             path,
@@ -158,36 +179,42 @@ fn phases(value: &Value, path: &str, report: &mut Report) {
             format!("must not be empty; list some of {allowed}, or omit phases to fire on both"),
         );
     }
-    let mut seen: Vec<(&str, usize)> = Vec::new();
+    // The index that first listed each phase, by its position in `Phase::ALL`.
+    let mut seen = [None::<usize>; Phase::ALL.len()];
     for (i, item) in items.iter().enumerate() {
-        let item_path = index(path, i);
+        let item_path = path.index(i);
         let Value::String(phase) = item else {
             report.error(
-                item_path,
+                &item_path,
                 format!("must be a string, one of {allowed}; got {}", kind(item)),
             );
             continue;
         };
-        if Phase::from_status(phase).is_none() {
+        let Some(slot) = Phase::from_status(phase)
+            .and_then(|known| Phase::ALL.iter().position(|p| *p == known))
+            .and_then(|position| seen.get_mut(position))
+        else {
             report.error(
-                item_path,
+                &item_path,
                 format!("unknown phase {phase:?}; allowed: {allowed}"),
             );
-        } else if let Some((_, first)) = seen.iter().find(|(p, _)| p == phase) {
+            continue;
+        };
+        if let Some(first) = slot {
             report.error(
-                item_path,
+                &item_path,
                 format!(
                     "duplicate phase {phase:?}, already at phases[{first}]; list each phase once"
                 ),
             );
         } else {
-            seen.push((phase, i));
+            *slot = Some(i);
         }
     }
 }
 
 /// A hook's `webhook` block.
-pub(crate) fn webhook(value: &Value, path: &str, ctx: &Context, report: &mut Report) {
+pub(crate) fn webhook(value: &Value, path: &Path<'_>, ctx: &Context, report: &mut Report) {
     let Some(map) = object(
         value,
         path,
@@ -196,61 +223,57 @@ pub(crate) fn webhook(value: &Value, path: &str, ctx: &Context, report: &mut Rep
     ) else {
         return;
     };
-    unknown_fields(map, path, WEBHOOK_FIELDS, report);
+    let [url, secret_ref, signing_secret_ref, format] =
+        known_fields(map, path, WEBHOOK_FIELDS, report);
 
-    let url_path = join(path, "url");
-    match field(map, "url") {
-        None => report.error(url_path, "required; set the receiver's https:// URL"),
+    let url_path = path.field("url");
+    match non_null(url) {
+        None => report.error(&url_path, "required; set the receiver's https:// URL"),
         Some(Value::String(url)) => {
-            validate_url(url, &url_path, ctx, report);
+            check_url(url, &url_path, ctx, report);
         }
         Some(other) => report.error(
-            url_path,
+            &url_path,
             format!("must be a string (an https:// URL), got {}", kind(other)),
         ),
     }
 
-    let secret_ref = field(map, "secretRef");
+    let secret_ref = non_null(secret_ref);
     if let Some(value) = secret_ref {
-        secret_reference(value, &join(path, "secretRef"), SECRET_REF_FIELDS, report);
+        secret_reference(value, &path.field("secretRef"), false, report);
     }
-    let signing_secret_ref = field(map, "signingSecretRef");
+    let signing_secret_ref = non_null(signing_secret_ref);
     if let Some(value) = signing_secret_ref {
-        secret_reference(
-            value,
-            &join(path, "signingSecretRef"),
-            SIGNING_SECRET_REF_FIELDS,
-            report,
-        );
+        secret_reference(value, &path.field("signingSecretRef"), true, report);
     }
     if secret_ref.is_none() && signing_secret_ref.is_none() {
-        report.warn(
+        report.warn_at(
             path,
             "no signingSecretRef or secretRef, so the receiver cannot authenticate the sender; add \
              signingSecretRef (signed requests) or secretRef (auth headers)",
         );
     }
 
-    if let Some(format) = field(map, "format") {
-        let format_path = join(path, "format");
-        let allowed = FORMATS.join(", ");
+    if let Some(format) = non_null(format) {
+        let format_path = path.field("format");
+        let allowed = Joined(FORMATS);
         match format {
             Value::String(f) if FORMATS.contains(&f.as_str()) => {}
             Value::String(f) => report.error(
-                format_path,
+                &format_path,
                 format!("unknown format {f:?}; allowed: {allowed} (default Generic)"),
             ),
             other => report.error(
-                format_path,
+                &format_path,
                 format!("must be a string, one of {allowed}; got {}", kind(other)),
             ),
         }
     }
 }
 
-/// `secretRef` (`name`) or `signingSecretRef` (`name`, `key`), per `allowed`.
-fn secret_reference(value: &Value, path: &str, allowed: &[&str], report: &mut Report) {
-    let what = if allowed.contains(&"key") {
+/// `secretRef` (`name`) or, `with_key`, `signingSecretRef` (`name`, `key`).
+fn secret_reference(value: &Value, path: &Path<'_>, with_key: bool, report: &mut Report) {
+    let what = if with_key {
         "an object with name and key"
     } else {
         "an object with name"
@@ -258,49 +281,85 @@ fn secret_reference(value: &Value, path: &str, allowed: &[&str], report: &mut Re
     let Some(map) = object(value, path, what, report) else {
         return;
     };
-    unknown_fields(map, path, allowed, report);
+    // `key` is `None` for a secretRef (no such field) and `Some(value)` for a signingSecretRef.
+    let (name, key) = if with_key {
+        let [name, key] = known_fields(map, path, SIGNING_SECRET_REF_FIELDS, report);
+        (name, Some(key))
+    } else {
+        let [name] = known_fields(map, path, SECRET_REF_FIELDS, report);
+        (name, None)
+    };
 
-    let name_path = join(path, "name");
-    match field(map, "name") {
-        None => report.error(name_path, "required; the name of a Secret in the Task's namespace"),
+    let name_path = path.field("name");
+    match non_null(name) {
+        None => report.error(&name_path, "required; the name of a Secret in the Task's namespace"),
         Some(Value::String(name)) if is_dns1123_subdomain(name) => {}
         Some(Value::String(name)) if name.is_empty() => {
-            report.error(name_path, "must not be empty; the name of a Secret in the Task's namespace")
+            report.error(&name_path, "must not be empty; the name of a Secret in the Task's namespace")
         }
         Some(Value::String(name)) => report.error(
-            name_path,
+            &name_path,
             format!(
                 "{name:?} is not a valid Secret name: use lowercase letters, digits, '-' and '.', starting and \
                  ending with a letter or digit, at most {SUBDOMAIN_MAX} characters"
             ),
         ),
-        Some(other) => report.error(name_path, format!("must be a string (a Secret name), got {}", kind(other))),
+        Some(other) => report.error(&name_path, format!("must be a string (a Secret name), got {}", kind(other))),
     }
 
-    if !allowed.contains(&"key") {
+    let Some(key) = key else {
         return;
-    }
-    let key_path = join(path, "key");
-    match field(map, "key") {
+    };
+    let key_path = path.field("key");
+    match non_null(key) {
         None => report.error(
-            key_path,
+            &key_path,
             "required; the key in the Secret that holds the signing key (whsec_…)",
         ),
         Some(Value::String(key)) if is_secret_key(key) => {}
         Some(Value::String(key)) if key.is_empty() => report.error(
-            key_path,
+            &key_path,
             "must not be empty; the key in the Secret that holds the signing key",
         ),
         Some(Value::String(key)) => report.error(
-            key_path,
+            &key_path,
             format!(
                 "{key:?} is not a valid Secret key: use letters, digits, '-', '_' and '.', at most \
                  {SUBDOMAIN_MAX} characters, not starting with '..'"
             ),
         ),
         Some(other) => report.error(
-            key_path,
+            &key_path,
             format!("must be a string (a Secret key), got {}", kind(other)),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_find_duplicates_before_and_after_the_list_turns_into_a_map() {
+        let owned: Vec<String> = (0..NAMES_INLINE + 4).map(|i| format!("h{i}")).collect();
+        let mut names = Names::default();
+        for (i, name) in owned.iter().enumerate() {
+            assert_eq!(names.record(name, i), None, "{name}");
+        }
+        assert!(!names.many.is_empty() && names.few.is_empty());
+        let duplicate = names.record("h0", 99);
+        assert!(
+            duplicate.is_some_and(|text| text.contains("already used by hooks[0]")),
+            "first use kept across the switch"
+        );
+        let last = NAMES_INLINE + 3;
+        let duplicate = names.record(&owned[last], 100);
+        assert!(duplicate.is_some_and(|text| text.contains(&format!("hooks[{last}]"))));
+
+        let mut few = Names::default();
+        assert_eq!(few.record("a", 0), None);
+        assert_eq!(few.record("b", 1), None);
+        assert!(few.record("a", 2).is_some_and(|t| t.contains("hooks[0]")));
+        assert!(few.many.is_empty());
     }
 }

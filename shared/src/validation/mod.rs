@@ -82,6 +82,15 @@ impl Report {
         });
     }
 
+    /// Records a warning at a lazily built path (rendered only here).
+    pub(crate) fn warn_at(&mut self, path: &fields::Path<'_>, message: impl fmt::Display) {
+        self.warnings.push(if path.is_empty() {
+            message.to_string()
+        } else {
+            format!("{path}: {message}")
+        });
+    }
+
     /// Appends the errors and warnings of `other`.
     pub fn merge(&mut self, other: Report) {
         self.errors.extend(other.errors);
@@ -145,7 +154,7 @@ pub fn validate_task_spawner(obj: &Value, ctx: &Context) -> Report {
 /// `null` is valid (no hooks).
 pub fn validate_on_completion(value: &Value, path: &str, ctx: &Context) -> Report {
     let mut report = Report::default();
-    hooks::on_completion(value, path, ctx, &mut report);
+    hooks::on_completion(value, &fields::Path::Root(path), ctx, &mut report);
     report
 }
 
@@ -198,7 +207,7 @@ fn validate_typed<T: serde::Serialize>(
 impl Validate for OnCompletion {
     fn validate(&self, path: &str, ctx: &Context, report: &mut Report) {
         validate_typed(self, path, report, |v, r| {
-            hooks::on_completion(v, path, ctx, r)
+            hooks::on_completion(v, &fields::Path::Root(path), ctx, r)
         });
     }
 }
@@ -206,13 +215,22 @@ impl Validate for OnCompletion {
 impl Validate for Hook {
     fn validate(&self, path: &str, ctx: &Context, report: &mut Report) {
         validate_typed(self, path, report, |v, r| {
-            hooks::hook(v, path, 0, ctx, &mut hooks::Names::default(), r);
+            hooks::hook(
+                v,
+                &fields::Path::Root(path),
+                0,
+                ctx,
+                &mut hooks::Names::default(),
+                r,
+            );
         });
     }
 }
 
 impl Validate for Webhook {
     fn validate(&self, path: &str, ctx: &Context, report: &mut Report) {
-        validate_typed(self, path, report, |v, r| hooks::webhook(v, path, ctx, r));
+        validate_typed(self, path, report, |v, r| {
+            hooks::webhook(v, &fields::Path::Root(path), ctx, r)
+        });
     }
 }

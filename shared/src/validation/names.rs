@@ -19,7 +19,27 @@ pub(crate) fn is_dns1123_label(s: &str) -> bool {
 
 /// DNS-1123 subdomain: dot-separated DNS-1123 labels, at most 253 characters (Secret names).
 pub(crate) fn is_dns1123_subdomain(s: &str) -> bool {
-    !s.is_empty() && s.len() <= SUBDOMAIN_MAX && s.split('.').all(is_dns1123_label)
+    if s.is_empty() || s.len() > SUBDOMAIN_MAX {
+        return false;
+    }
+    // One pass, checking each label (as `is_dns1123_label` would) when its `.` or the end comes.
+    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    let label_ok = |len: usize, last: u8| len > 0 && len <= LABEL_MAX && alnum(last);
+    let (mut len, mut last) = (0, 0);
+    for b in s.bytes() {
+        if b == b'.' {
+            if !label_ok(len, last) {
+                return false;
+            }
+            len = 0;
+        } else if alnum(b) || (b == b'-' && len > 0) {
+            len += 1;
+            last = b;
+        } else {
+            return false;
+        }
+    }
+    label_ok(len, last)
 }
 
 /// A Secret data key: `[-._a-zA-Z0-9]+`, at most 253 characters, not `.`, `..` or `..`-prefixed.
@@ -86,6 +106,34 @@ mod tests {
         ] {
             assert!(!is_dns1123_subdomain(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn subdomain_single_pass_agrees_with_labels() {
+        // Every string up to 5 characters over an alphabet that hits each rule.
+        let alphabet = ['a', '0', '-', '.', 'A'];
+        let mut words = vec![String::new()];
+        for _ in 0..5 {
+            let longer: Vec<String> = words
+                .iter()
+                .flat_map(|w| alphabet.iter().map(move |c| format!("{w}{c}")))
+                .collect();
+            words.extend(longer);
+        }
+        words.extend([
+            format!("{}.b", "a".repeat(63)),
+            format!("{}.b", "a".repeat(64)),
+            format!("b.{}", "a".repeat(64)),
+        ]);
+        words.sort();
+        words.dedup();
+        for word in &words {
+            let by_labels = !word.is_empty()
+                && word.len() <= SUBDOMAIN_MAX
+                && word.split('.').all(is_dns1123_label);
+            assert_eq!(is_dns1123_subdomain(word), by_labels, "{word:?}");
+        }
+        assert!(words.iter().filter(|w| is_dns1123_subdomain(w)).count() > 100);
     }
 
     #[test]

@@ -4,6 +4,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use url::{Host, Url};
 
+use super::fields::Path;
 use super::{Context, Report};
 
 /// Longest URL accepted.
@@ -33,12 +34,22 @@ const CREDENTIAL_PARAMS: &[&str] = &[
 /// `localhost`/`*.localhost` is judged as both 127.0.0.1 and ::1. Host names are not resolved here:
 /// the dispatcher judges every resolved address at delivery time.
 pub fn validate_url(url: &str, path: &str, ctx: &Context, report: &mut Report) -> Option<Url> {
+    check_url(url, &Path::Root(path), ctx, report)
+}
+
+/// [`validate_url`] at a lazily built path (rendered only when something is reported).
+pub(crate) fn check_url(
+    url: &str,
+    path: &Path<'_>,
+    ctx: &Context,
+    report: &mut Report,
+) -> Option<Url> {
     let errors_before = report.errors.len();
     if url.trim().is_empty() {
         report.error(path, "must not be empty; set the receiver's https:// URL");
         return None;
     }
-    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if has_space_or_control(url) {
         // The url crate would silently strip or encode these; the receiver would see another URL.
         report.error(
             path,
@@ -95,10 +106,7 @@ pub fn validate_url(url: &str, path: &str, ctx: &Context, report: &mut Report) -
             "must start with https:// (lowercase) followed directly by the host",
         );
     }
-    let authority = url.split_once("//").map_or("", |(_, rest)| {
-        rest.split(['/', '\\', '?', '#']).next().unwrap_or_default()
-    });
-    if !parsed.username().is_empty() || parsed.password().is_some() || authority.contains('@') {
+    if !parsed.username().is_empty() || parsed.password().is_some() || authority_has_at(url) {
         report.error(path, "must not contain credentials; put them in secretRef");
     }
     if parsed.port() == Some(0) {
@@ -119,14 +127,15 @@ pub fn validate_url(url: &str, path: &str, ctx: &Context, report: &mut Report) -
         Some(Host::Ipv4(ip)) => judge_ip(IpAddr::V4(ip), path, ctx, report),
         Some(Host::Ipv6(ip)) => judge_ip(IpAddr::V6(ip), path, ctx, report),
         Some(Host::Domain(domain)) => {
-            let domain = domain.trim_end_matches('.').to_ascii_lowercase();
-            if domain == "localhost" || domain.ends_with(".localhost") {
+            let domain = domain.trim_end_matches('.');
+            if is_localhost(domain) {
                 // RFC 6761: always loopback, whatever DNS says; judge both address families.
                 for ip in [
                     IpAddr::V4(Ipv4Addr::LOCALHOST),
                     IpAddr::V6(Ipv6Addr::LOCALHOST),
                 ] {
                     if let Err(blocked) = ctx.ip_policy.judge(ip) {
+                        let domain = domain.to_ascii_lowercase();
                         report.error(
                             path,
                             format!(
@@ -143,7 +152,7 @@ pub fn validate_url(url: &str, path: &str, ctx: &Context, report: &mut Report) -
 
     warn_credential_params(&parsed, path, report);
     if parsed.fragment().is_some() {
-        report.warn(
+        report.warn_at(
             path,
             "has a #fragment, which is never sent to the receiver; remove it",
         );
@@ -151,7 +160,7 @@ pub fn validate_url(url: &str, path: &str, ctx: &Context, report: &mut Report) -
     (report.errors.len() == errors_before).then_some(parsed)
 }
 
-fn judge_ip(ip: IpAddr, path: &str, ctx: &Context, report: &mut Report) {
+fn judge_ip(ip: IpAddr, path: &Path<'_>, ctx: &Context, report: &mut Report) {
     if let Err(blocked) = ctx.ip_policy.judge(ip) {
         report.error(
             path,
@@ -166,19 +175,71 @@ fn judge_ip(ip: IpAddr, path: &str, ctx: &Context, report: &mut Report) {
 }
 
 /// One warning per query parameter whose name looks like a credential.
-fn warn_credential_params(parsed: &Url, path: &str, report: &mut Report) {
-    let mut seen: Vec<String> = Vec::new();
+fn warn_credential_params(parsed: &Url, path: &Path<'_>, report: &mut Report) {
+    if parsed.query().is_none() {
+        return;
+    }
+    let mut seen: Vec<&str> = Vec::new();
     for (name, _) in parsed.query_pairs() {
-        let normalised = name.to_ascii_lowercase().replace('-', "_");
-        if CREDENTIAL_PARAMS.contains(&normalised.as_str()) && !seen.contains(&normalised) {
-            report.warn(
+        let Some(credential) = CREDENTIAL_PARAMS
+            .iter()
+            .copied()
+            .find(|param| same_param(&name, param))
+        else {
+            continue;
+        };
+        if !seen.contains(&credential) {
+            report.warn_at(
                 path,
                 format!(
                     "query parameter {name:?} looks like a credential; URLs are copied into Task \
                      annotations, so put credentials in secretRef (sent as headers)"
                 ),
             );
-            seen.push(normalised);
+            seen.push(credential);
         }
     }
+}
+
+/// `localhost` or `*.localhost`, in any ASCII case (a trailing dot already removed).
+fn is_localhost(domain: &str) -> bool {
+    const SUFFIX: &str = ".localhost";
+    domain.eq_ignore_ascii_case("localhost")
+        || (domain.len() >= SUFFIX.len()
+            && domain
+                .get(domain.len() - SUFFIX.len()..)
+                .is_some_and(|tail| tail.eq_ignore_ascii_case(SUFFIX)))
+}
+
+/// Whether query parameter `name` is `param` ignoring ASCII case and reading `-` as `_`.
+fn same_param(name: &str, param: &str) -> bool {
+    name.len() == param.len()
+        && name.bytes().zip(param.bytes()).all(|(n, p)| {
+            (if n == b'-' {
+                b'_'
+            } else {
+                n.to_ascii_lowercase()
+            }) == p
+        })
+}
+
+/// Any whitespace or control character. ASCII ones are `<= ' '` or DEL, checked bytewise; the
+/// char-wise test runs only for non-ASCII text.
+fn has_space_or_control(url: &str) -> bool {
+    // No early exit, so the byte scan vectorises.
+    url.bytes()
+        .fold(false, |found, b| found | (b <= b' ') | (b == 0x7f))
+        || (!url.is_ascii() && url.chars().any(|c| c.is_whitespace() || c.is_control()))
+}
+
+/// Whether the authority as written (between the first `//` and the next `/`, backslash, `?` or
+/// `#`) holds an `@`, which the url crate may have taken apart. Most URLs have no `@` at all.
+fn authority_has_at(url: &str) -> bool {
+    url.contains('@')
+        && url.split_once("//").is_some_and(|(_, rest)| {
+            rest.split(['/', '\\', '?', '#'])
+                .next()
+                .unwrap_or_default()
+                .contains('@')
+        })
 }
