@@ -19,8 +19,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use futures::{StreamExt, stream};
 use kelos_hooks_shared::annotations::{ON_COMPLETION, encode_snapshot};
-use kelos_hooks_shared::api::{Hook, Phase, Task, Webhook};
+use kelos_hooks_shared::api::{Hook, Phase, Task};
 use kelos_hooks_tests::receiver::Receiver;
+use kelos_hooks_tests::tasks;
 use kelos_hooks_tests::{cluster, free_port};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
@@ -47,16 +48,7 @@ fn rss_mib(pid: u32, key: &str) -> f64 {
 }
 
 fn hook(url: String) -> Hook {
-    Hook {
-        name: "bench".into(),
-        phases: None,
-        webhook: Webhook {
-            url,
-            secret_ref: None,
-            signing_secret_ref: None,
-            format: None,
-        },
-    }
+    tasks::hook("bench", url)
 }
 
 fn task(name: &str, annotation: &str) -> Task {

@@ -3,9 +3,13 @@
 #![forbid(unsafe_code)]
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test support: a failed set-up should stop the test
 
+pub mod admission_server;
 mod cluster;
+pub mod helm;
+pub mod kubectl;
 mod paths;
 pub mod receiver;
+pub mod tasks;
 
 pub use cluster::{Cluster, cluster};
 pub use paths::{bin, examples_dir, free_port, workspace_root};

@@ -3,10 +3,8 @@
 //! certificate rotation without restart, fail-closed/fail-open when the server is gone.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
-use std::process::Stdio;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -17,12 +15,16 @@ use k8s_openapi::api::admissionregistration::v1::{
 use kelos_hooks_certs::{Ca, San, write_pair};
 use kelos_hooks_shared::annotations::{ON_COMPLETION, encode_snapshot};
 use kelos_hooks_shared::api::OnCompletion;
-use kelos_hooks_tests::{Cluster, bin, cluster, free_port};
-use kube::api::{Api, DeleteParams, DynamicObject, PostParams};
+use kelos_hooks_tests::admission_server::{
+    admission_serve, create_webhook_configs, delete_webhook_configs, probe, served_cert,
+    server_log, spawn_logged, wait_ready,
+};
+use kelos_hooks_tests::kubectl::{kubectl, kubectl_apply};
+use kelos_hooks_tests::{Cluster, cluster, free_port};
+use kube::api::{Api, DynamicObject, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::CertificateDer;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
 const DAY: Duration = Duration::from_secs(86_400);
@@ -62,33 +64,18 @@ impl Server {
         let label = unique_label(test);
         let dispatcher = format!("system:serviceaccount:{label}:kelos-hooks-dispatcher");
         let (port, probe_port) = (free_port(), free_port());
-        let log = std::fs::File::create(dir.path().join("server.log"))?;
-        let child = Command::new(bin("kelos-hooks-admission"))
-            .arg("serve")
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--metrics-listen", &format!("127.0.0.1:{probe_port}")])
-            .arg("--tls-cert-file")
-            .arg(dir.path().join("tls.crt"))
-            .arg("--tls-key-file")
-            .arg(dir.path().join("tls.key"))
-            .args([
-                "--cert-reload-interval",
-                "200ms",
-                "--shutdown-delay",
-                "1s",
-                "--drain-timeout",
-                "5s",
-            ])
-            .args(["--dispatcher-identity", &dispatcher])
-            .args(extra)
-            .env("KUBECONFIG", c.kubeconfig())
-            .env("RUST_LOG", "info,kelos_hooks_admission=debug")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting kelos-hooks-admission")?;
+        let mut cmd = admission_serve(c, port, probe_port, dir.path());
+        cmd.args([
+            "--cert-reload-interval",
+            "200ms",
+            "--shutdown-delay",
+            "1s",
+            "--drain-timeout",
+            "5s",
+        ])
+        .args(["--dispatcher-identity", &dispatcher])
+        .args(extra);
+        let child = spawn_logged(cmd, dir.path())?;
         let mut server = Server {
             child: Some(child),
             port,
@@ -104,7 +91,7 @@ impl Server {
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+        server_log(self.dir.path())
     }
 
     fn cert_path(&self) -> PathBuf {
@@ -112,27 +99,12 @@ impl Server {
     }
 
     async fn probe(&self, path: &str) -> Result<(u16, String)> {
-        http_get(SocketAddr::from(([127, 0, 0, 1], self.probe_port)), path).await
+        probe(self.probe_port, path).await
     }
 
     async fn wait_ready(&mut self) -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok((200, _)) = self.probe("/readyz").await {
-                return Ok(());
-            }
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                bail!("server exited with {status}:\n{}", self.log());
-            }
-            if Instant::now() > deadline {
-                bail!("server not ready within 30s:\n{}", self.log());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let dir = self.dir.path().to_owned();
+        wait_ready(&mut self.child, self.probe_port, || server_log(&dir)).await
     }
 
     fn url(&self, path: &str) -> String {
@@ -189,12 +161,7 @@ impl Server {
         let mutating: MutatingWebhookConfiguration = serde_json::from_value(
             json!({"metadata": {"name": self.label}, "webhooks": [mutating]}),
         )?;
-        Api::<ValidatingWebhookConfiguration>::all(client.clone())
-            .create(&PostParams::default(), &validating)
-            .await?;
-        Api::<MutatingWebhookConfiguration>::all(client)
-            .create(&PostParams::default(), &mutating)
-            .await?;
+        create_webhook_configs(client, &validating, &mutating).await?;
         self.registered = true;
         Ok(())
     }
@@ -261,31 +228,11 @@ impl Server {
 
     async fn unregister(&mut self, c: &Cluster) -> Result<()> {
         if self.registered {
-            let client = c.client().await?;
-            let dp = DeleteParams::default();
-            Api::<ValidatingWebhookConfiguration>::all(client.clone())
-                .delete(&self.label, &dp)
-                .await?;
-            Api::<MutatingWebhookConfiguration>::all(client)
-                .delete(&self.label, &dp)
-                .await?;
+            delete_webhook_configs(c.client().await?, &self.label).await?;
             self.registered = false;
         }
         Ok(())
     }
-}
-
-async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
-    let mut s = tokio::net::TcpStream::connect(addr).await?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes())
-        .await?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).await?;
-    let code = out
-        .get(9..12)
-        .and_then(|c| c.parse().ok())
-        .context("no status line")?;
-    Ok((code, out))
 }
 
 fn pem_der(pem: &str) -> CertificateDer<'static> {
@@ -293,61 +240,6 @@ fn pem_der(pem: &str) -> CertificateDer<'static> {
         .next()
         .unwrap()
         .unwrap()
-}
-
-/// The leaf certificate a fresh TLS handshake with the server gets (verified against `ca`).
-async fn served_cert(port: u16, ca: &Ca) -> Result<CertificateDer<'static>> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(pem_der(ca.cert_pem()))?;
-    let config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    let tls = connector
-        .connect(ServerName::IpAddress(Ipv4Addr::LOCALHOST.into()), tcp)
-        .await?;
-    Ok(tls
-        .get_ref()
-        .1
-        .peer_certificates()
-        .context("no certificate")?[0]
-        .clone()
-        .into_owned())
-}
-
-struct Output {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-async fn kubectl(c: &Cluster, args: &[&str], stdin: Option<&str>) -> Result<Output> {
-    let mut cmd = c.kubectl();
-    cmd.args(args).stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    });
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn()?;
-    if let Some(input) = stdin {
-        let mut pipe = child.stdin.take().context("stdin")?;
-        pipe.write_all(input.as_bytes()).await?;
-        drop(pipe);
-    }
-    let out = child.wait_with_output().await?;
-    Ok(Output {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    })
-}
-
-async fn kubectl_apply(c: &Cluster, ns: &str, manifest: &Value, extra: &[&str]) -> Result<Output> {
-    let mut args = vec!["apply", "-n", ns, "-f", "-"];
-    args.extend_from_slice(extra);
-    kubectl(c, &args, Some(&manifest.to_string())).await
 }
 
 fn spawner(name: &str, on_completion: Value) -> Value {
@@ -845,7 +737,10 @@ async fn rotated_certificate_is_served_without_restart() -> Result<()> {
     server.wait_effective(c, &ns).await?;
 
     let first = pem_der(&std::fs::read_to_string(server.cert_path())?);
-    assert_eq!(served_cert(server.port, &server.ca).await?, first);
+    assert_eq!(
+        served_cert(server.port, server.ca.cert_pem().as_bytes()).await?,
+        first
+    );
 
     // Same CA (the registered caBundle stays valid), new key and serial.
     let next = issue(&server.ca);
@@ -854,7 +749,7 @@ async fn rotated_certificate_is_served_without_restart() -> Result<()> {
     assert_ne!(first, second);
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        if served_cert(server.port, &server.ca).await? == second {
+        if served_cert(server.port, server.ca.cert_pem().as_bytes()).await? == second {
             break;
         }
         assert!(

@@ -10,10 +10,11 @@
 
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
-use std::process::{Output, Stdio};
+use std::process::Stdio;
 
 use anyhow::{Context, Result, bail, ensure};
 use futures::FutureExt;
+use kelos_hooks_tests::helm::{helm_command, output_text as text, run};
 use kelos_hooks_tests::{Cluster, cluster, workspace_root};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
@@ -31,31 +32,9 @@ fn chart_dir() -> PathBuf {
 
 /// helm with the test cluster's kubeconfig and its own cache/config dirs (nothing from $HOME).
 fn helm(c: &Cluster) -> tokio::process::Command {
-    let home = std::env::temp_dir().join(format!("kelos-hooks-chart-helm-{}", std::process::id()));
-    let mut cmd = tokio::process::Command::new(c.tools_dir().join("helm"));
-    cmd.env("KUBECONFIG", c.kubeconfig())
-        .env("HELM_CACHE_HOME", home.join("cache"))
-        .env("HELM_CONFIG_HOME", home.join("config"))
-        .env("HELM_DATA_HOME", home.join("data"))
-        .kill_on_drop(true);
+    let mut cmd = tokio::process::Command::from(helm_command(c, "chart"));
+    cmd.kill_on_drop(true);
     cmd
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-async fn run(mut cmd: tokio::process::Command, what: &str) -> Result<String> {
-    let out = cmd
-        .output()
-        .await
-        .with_context(|| format!("running {what}"))?;
-    ensure!(out.status.success(), "{what} failed:\n{}", text(&out));
-    Ok(String::from_utf8(out.stdout)?)
 }
 
 /// `--set` arguments for each `key=value`.

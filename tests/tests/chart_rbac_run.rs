@@ -17,7 +17,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -31,14 +31,15 @@ use k8s_openapi::api::authorization::v1::{SelfSubjectRulesReview, SelfSubjectRul
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
-use kelos_hooks_shared::annotations::encode_snapshot;
-use kelos_hooks_shared::annotations::{DELIVERIES, ON_COMPLETION, REPORT_PHASE, SPAWNER_LABEL};
+use kelos_hooks_shared::annotations::{DELIVERIES, REPORT_PHASE};
 use kelos_hooks_shared::api::{
-    Hook, OnCompletion, SecretKeyRef, SecretRef, Task, TaskSpawner, TaskSpawnerSpec, TaskSpec,
-    Webhook,
+    Hook, OnCompletion, SecretKeyRef, SecretRef, Task, TaskSpawner, TaskSpawnerSpec,
 };
 use kelos_hooks_shared::deliveries::{Deliveries, HookState};
+use kelos_hooks_tests::admission_server::ca_bundles;
+use kelos_hooks_tests::helm::{self, helm_command};
 use kelos_hooks_tests::receiver::Receiver;
+use kelos_hooks_tests::tasks::{self, hook};
 use kelos_hooks_tests::{Cluster, bin, cluster, free_port, workspace_root};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams, WatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -63,33 +64,13 @@ fn chart_dir() -> PathBuf {
 
 /// helm with the test cluster's kubeconfig and its own cache/config dirs (nothing from $HOME).
 fn helm_std(c: &Cluster) -> std::process::Command {
-    let home =
-        std::env::temp_dir().join(format!("kelos-hooks-rbacrun-helm-{}", std::process::id()));
-    let mut cmd = std::process::Command::new(c.tools_dir().join("helm"));
-    cmd.env("KUBECONFIG", c.kubeconfig())
-        .env("HELM_CACHE_HOME", home.join("cache"))
-        .env("HELM_CONFIG_HOME", home.join("config"))
-        .env("HELM_DATA_HOME", home.join("data"));
-    cmd
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    helm_command(c, "rbacrun")
 }
 
 async fn run(cmd: std::process::Command, what: &str) -> Result<String> {
     let mut cmd = tokio::process::Command::from(cmd);
     cmd.kill_on_drop(true);
-    let out = cmd
-        .output()
-        .await
-        .with_context(|| format!("running {what}"))?;
-    ensure!(out.status.success(), "{what} failed:\n{}", text(&out));
-    Ok(String::from_utf8(out.stdout)?)
+    helm::run(cmd, what).await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -516,19 +497,6 @@ fn service_account(d: &Value) -> Result<String> {
         .context("Deployment without serviceAccountName")
 }
 
-fn hook(name: &str, url: String) -> Hook {
-    Hook {
-        name: name.into(),
-        phases: None,
-        webhook: Webhook {
-            url,
-            secret_ref: None,
-            signing_secret_ref: None,
-            format: None,
-        },
-    }
-}
-
 async fn create_secret(
     client: &kube::Client,
     ns: &str,
@@ -551,23 +519,11 @@ async fn create_task(
     hooks: Option<&[Hook]>,
     spawner: Option<&str>,
 ) -> Result<()> {
-    let mut task = Task::new(
-        name,
-        TaskSpec {
-            agent_type: Some("claude-code".into()),
-            ..Default::default()
-        },
-    );
-    task.spec
-        .rest
-        .insert("prompt".into(), json!("Fix the flaky test"));
-    if let Some(h) = hooks {
-        task.metadata.annotations = Some([(ON_COMPLETION.to_owned(), encode_snapshot(h))].into());
-    }
-    if let Some(s) = spawner {
-        task.metadata.labels = Some([(SPAWNER_LABEL.to_owned(), s.to_owned())].into());
-    }
-    api.create(&PostParams::default(), &task).await?;
+    api.create(
+        &PostParams::default(),
+        &tasks::task(name, None, hooks, spawner),
+    )
+    .await?;
     Ok(())
 }
 
@@ -760,18 +716,7 @@ async fn binaries_run_on_the_installed_rbac_which_grants_nothing_more() -> Resul
         let m = Api::<MutatingWebhookConfiguration>::all(admin.clone())
             .get(&mwc_name)
             .await?;
-        let bundles: Vec<Option<Vec<u8>>> = v
-            .webhooks
-            .iter()
-            .flatten()
-            .map(|w| w.client_config.ca_bundle.as_ref().map(|b| b.0.clone()))
-            .chain(
-                m.webhooks
-                    .iter()
-                    .flatten()
-                    .map(|w| w.client_config.ca_bundle.as_ref().map(|b| b.0.clone())),
-            )
-            .collect();
+        let bundles = ca_bundles(&v, &m);
         if bundles.len() == 4 && bundles.iter().all(|b| b.as_deref() == Some(ca.as_slice())) {
             break;
         }

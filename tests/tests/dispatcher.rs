@@ -18,15 +18,13 @@ use hmac::{Hmac, Mac};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kelos_hooks_shared::annotations::{
-    DELIVERIES, ON_COMPLETION, REPORT_PHASE, SPAWNER_LABEL, encode_snapshot,
-};
+use kelos_hooks_shared::annotations::{DELIVERIES, REPORT_PHASE};
 use kelos_hooks_shared::api::{
     Format, Hook, OnCompletion, Phase, SecretKeyRef, SecretRef, Task, TaskSpawner, TaskSpawnerSpec,
-    TaskSpec, Webhook,
 };
 use kelos_hooks_shared::deliveries::{Deliveries, HookState};
 use kelos_hooks_tests::receiver::{Receiver, Recorded, Reply};
+use kelos_hooks_tests::tasks;
 use kelos_hooks_tests::{Cluster, bin, cluster, free_port};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
@@ -170,16 +168,10 @@ impl Dispatcher {
 // Tasks, Secrets and what the API server records.
 
 fn hook(name: &str, url: String, phases: Option<Vec<Phase>>, format: Option<Format>) -> Hook {
-    Hook {
-        name: name.into(),
-        phases,
-        webhook: Webhook {
-            url,
-            secret_ref: None,
-            signing_secret_ref: None,
-            format,
-        },
-    }
+    let mut hook = tasks::hook(name, url);
+    hook.phases = phases;
+    hook.webhook.format = format;
+    hook
 }
 
 fn now_rfc3339(ago: Duration) -> String {
@@ -196,23 +188,7 @@ async fn create_task(
     hooks: Option<&[Hook]>,
     spawner: Option<&str>,
 ) -> Result<Task> {
-    let mut task = Task::new(
-        name,
-        TaskSpec {
-            agent_type: Some("claude-code".into()),
-            model: Some("opus".into()),
-            ..Default::default()
-        },
-    );
-    task.spec
-        .rest
-        .insert("prompt".into(), json!("Fix the flaky test"));
-    if let Some(h) = hooks {
-        task.metadata.annotations = Some([(ON_COMPLETION.to_owned(), encode_snapshot(h))].into());
-    }
-    if let Some(s) = spawner {
-        task.metadata.labels = Some([(SPAWNER_LABEL.to_owned(), s.to_owned())].into());
-    }
+    let task = tasks::task(name, Some("opus"), hooks, spawner);
     Ok(api.create(&PostParams::default(), &task).await?)
 }
 

@@ -5,9 +5,8 @@
 //! share one Secret.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,11 +15,15 @@ use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
 use k8s_openapi::api::core::v1::Secret;
-use kelos_hooks_tests::{Cluster, bin, cluster, free_port};
-use kube::api::{Api, DeleteParams, PostParams};
+use kelos_hooks_tests::admission_server::{
+    admission_serve, ca_bundles, create_webhook_configs, delete_webhook_configs, probe,
+    served_cert, server_log, spawn_logged, wait_ready,
+};
+use kelos_hooks_tests::kubectl::kubectl_apply;
+use kelos_hooks_tests::{Cluster, cluster, free_port};
+use kube::api::{Api, PostParams};
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
 const SECRET: &str = "kelos-hooks-admission-tls";
@@ -81,25 +84,11 @@ impl Setup {
             "webhooks": [self.webhook("tasks.mutate.kelos-hooks.dev", "/mutate/tasks", "tasks",
                                       &["CREATE"], "Ignore")]
         }))?;
-        Api::<ValidatingWebhookConfiguration>::all(client.clone())
-            .create(&PostParams::default(), &validating)
-            .await?;
-        Api::<MutatingWebhookConfiguration>::all(client)
-            .create(&PostParams::default(), &mutating)
-            .await?;
-        Ok(())
+        create_webhook_configs(client, &validating, &mutating).await
     }
 
     async fn unregister(&self, c: &Cluster) -> Result<()> {
-        let client = c.client().await?;
-        let dp = DeleteParams::default();
-        Api::<ValidatingWebhookConfiguration>::all(client.clone())
-            .delete(&self.label, &dp)
-            .await?;
-        Api::<MutatingWebhookConfiguration>::all(client)
-            .delete(&self.label, &dp)
-            .await?;
-        Ok(())
+        delete_webhook_configs(c.client().await?, &self.label).await
     }
 
     /// Every `caBundle` of both configurations (decoded), in order.
@@ -111,17 +100,7 @@ impl Setup {
         let m = Api::<MutatingWebhookConfiguration>::all(client)
             .get(&self.label)
             .await?;
-        Ok(v.webhooks
-            .iter()
-            .flatten()
-            .map(|w| w.client_config.ca_bundle.as_ref().map(|b| b.0.clone()))
-            .chain(
-                m.webhooks
-                    .iter()
-                    .flatten()
-                    .map(|w| w.client_config.ca_bundle.as_ref().map(|b| b.0.clone())),
-            )
-            .collect())
+        Ok(ca_bundles(&v, &m))
     }
 
     async fn secret(&self, c: &Cluster) -> Result<Secret> {
@@ -134,16 +113,8 @@ impl Setup {
     async fn start(&self, c: &Cluster, port: u16, extra: &[&str]) -> Result<Server> {
         let dir = tempfile::tempdir()?;
         let probe_port = free_port();
-        let log = std::fs::File::create(dir.path().join("server.log"))?;
-        let child = Command::new(bin("kelos-hooks-admission"))
-            .arg("serve")
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--metrics-listen", &format!("127.0.0.1:{probe_port}")])
-            .arg("--tls-cert-file")
-            .arg(dir.path().join("tls/tls.crt"))
-            .arg("--tls-key-file")
-            .arg(dir.path().join("tls/tls.key"))
-            .args(["--self-managed-certs", "--cert-namespace", &self.ns])
+        let mut cmd = admission_serve(c, port, probe_port, &dir.path().join("tls"));
+        cmd.args(["--self-managed-certs", "--cert-namespace", &self.ns])
             .args(["--service-name", "kelos-hooks-admission"])
             .args(["--cert-extra-san", "127.0.0.1"])
             .args(["--validating-webhook-config", &self.label])
@@ -151,15 +122,8 @@ impl Setup {
             .args(["--cert-reload-interval", "200ms"])
             .args(["--shutdown-delay", "0s", "--drain-timeout", "2s"])
             .args(extra)
-            .env("KUBECONFIG", c.kubeconfig())
-            .env_remove("POD_NAMESPACE")
-            .env("RUST_LOG", "info,kelos_hooks_admission=debug")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting kelos-hooks-admission")?;
+            .env_remove("POD_NAMESPACE");
+        let child = spawn_logged(cmd, dir.path())?;
         let mut server = Server {
             child: Some(child),
             port,
@@ -219,7 +183,7 @@ struct Server {
 
 impl Server {
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+        server_log(self.dir.path())
     }
 
     fn cert_file(&self) -> PathBuf {
@@ -227,7 +191,7 @@ impl Server {
     }
 
     async fn probe(&self, path: &str) -> Result<(u16, String)> {
-        http_get(SocketAddr::from(([127, 0, 0, 1], self.probe_port)), path).await
+        probe(self.probe_port, path).await
     }
 
     async fn metrics(&self) -> Result<String> {
@@ -235,23 +199,8 @@ impl Server {
     }
 
     async fn wait_ready(&mut self) -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok((200, _)) = self.probe("/readyz").await {
-                return Ok(());
-            }
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                bail!("server exited with {status}:\n{}", self.log());
-            }
-            if Instant::now() > deadline {
-                bail!("server not ready within 30s:\n{}", self.log());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let dir = self.dir.path().to_owned();
+        wait_ready(&mut self.child, self.probe_port, || server_log(&dir)).await
     }
 
     /// SIGTERM, then wait for the exit.
@@ -286,66 +235,6 @@ fn der(pem: &[u8]) -> CertificateDer<'static> {
         .next()
         .expect("a certificate")
         .unwrap()
-}
-
-async fn served_cert(port: u16, ca_pem: &[u8]) -> Result<CertificateDer<'static>> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut &ca_pem[..]) {
-        roots.add(c?)?;
-    }
-    let config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    let tls = connector
-        .connect(ServerName::IpAddress(Ipv4Addr::LOCALHOST.into()), tcp)
-        .await?;
-    Ok(tls
-        .get_ref()
-        .1
-        .peer_certificates()
-        .context("no certificate")?[0]
-        .clone()
-        .into_owned())
-}
-
-async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
-    let mut s = tokio::net::TcpStream::connect(addr).await?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes())
-        .await?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).await?;
-    let code = out
-        .get(9..12)
-        .and_then(|c| c.parse().ok())
-        .context("no status line")?;
-    Ok((code, out))
-}
-
-struct Output {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-async fn kubectl_apply(c: &Cluster, ns: &str, manifest: &Value, extra: &[&str]) -> Result<Output> {
-    let mut cmd = c.kubectl();
-    cmd.args(["apply", "-n", ns, "-f", "-"])
-        .args(extra)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn()?;
-    let mut pipe = child.stdin.take().context("stdin")?;
-    pipe.write_all(manifest.to_string().as_bytes()).await?;
-    drop(pipe);
-    let out = child.wait_with_output().await?;
-    Ok(Output {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    })
 }
 
 fn spawner(name: &str, url: &str) -> Value {
