@@ -14,4 +14,5 @@ pub mod validation;
 
 pub use error::{Error, Result};
 pub mod deliveries;
+pub mod duration;
 pub mod payload;
