@@ -3,6 +3,8 @@
 
 mutate-task.json: a kelos Task CREATE of about 5 KB (a real prompt, credentials, podOverrides),
 labelled with a spawner that has 8 hooks. validate-taskspawner.json: a TaskSpawner with 8 hooks.
+(admission.sh derives validate-task.json from the mutate response: the Task as the API server
+sends it to the validating webhook, annotation included.)
 """
 import json, sys, os
 
@@ -61,7 +63,6 @@ def review(kind, resource, obj, operation="CREATE"):
 os.makedirs(out, exist_ok=True)
 json.dump(spawner, open(f"{out}/taskspawner.json", "w"))
 for name, body in [("mutate-task", review("Task", "tasks", task)),
-                   ("validate-task", review("Task", "tasks", task)),
                    ("validate-taskspawner", review("TaskSpawner", "taskspawners", spawner))]:
     text = json.dumps(body)
     open(f"{out}/{name}.json", "w").write(text)

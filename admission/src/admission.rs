@@ -15,7 +15,7 @@ use kelos_hooks_shared::ip::IpPolicy;
 use crate::cache::SpawnerCache;
 use crate::handlers::{mutate_task, validate_task, validate_taskspawner};
 use crate::metrics::{Endpoint, Metrics};
-use crate::review::{self, CEILING_RESPONSE, Decision, Request};
+use crate::review::{self, CEILING_RESPONSE, Decision, Needs, Request};
 
 /// Largest review body accepted (the API server caps objects at about 3 MiB too).
 pub const MAX_BODY: usize = 3 * 1024 * 1024;
@@ -101,24 +101,24 @@ async fn serve_review(state: &AppState, endpoint: Endpoint, body: Body) -> Respo
         Ok(b) => b,
         Err(resp) => return resp,
     };
-    let req = match review::parse(&bytes) {
+    let (expected, needs) = match endpoint {
+        Endpoint::ValidateTaskSpawners => ("TaskSpawner", Needs::SPEC),
+        Endpoint::MutateTasks => ("Task", Needs::METADATA),
+        Endpoint::ValidateTasks => ("Task", Needs::METADATA_AND_OLD),
+    };
+    let req = match review::parse(&bytes, needs) {
         Ok(r) => r,
         Err(e) => {
             tracing::debug!(endpoint = endpoint.as_str(), error = %e, "rejected review");
             return bad_request(&e.to_string());
         }
     };
-    let expected = if endpoint == Endpoint::ValidateTaskSpawners {
-        "TaskSpawner"
-    } else {
-        "Task"
-    };
     let decision = match kind_mismatch(&req, expected) {
         Some(d) => d,
         None => match endpoint {
             Endpoint::ValidateTaskSpawners => validate_taskspawner::decide(&req, &state.policy),
             Endpoint::ValidateTasks => {
-                validate_task::decide(&req, &state.policy, &state.dispatchers)
+                validate_task::handle(&req, &state.cache, &state.policy, &state.dispatchers)
             }
             Endpoint::MutateTasks => mutate_task::handle(&req, &state.cache).await,
         },
@@ -133,11 +133,14 @@ async fn serve_review(state: &AppState, endpoint: Endpoint, body: Body) -> Respo
     if !decision.allowed {
         tracing::debug!(
             uid = %req.uid, endpoint = endpoint.as_str(), operation = %req.operation,
-            user = req.username(), dry_run = req.dry_run.unwrap_or(false),
+            user = req.username(), dry_run = ?req.dry_run, read = req.read, size = bytes.len(),
             code = decision.status.as_ref().map(|s| s.code), "denied"
         );
     } else {
-        tracing::trace!(uid = %req.uid, endpoint = endpoint.as_str(), patched = decision.patch.is_some(), "allowed");
+        tracing::trace!(
+            uid = %req.uid, endpoint = endpoint.as_str(), patched = decision.patch.is_some(),
+            read = req.read, size = bytes.len(), "allowed"
+        );
     }
     json_response(StatusCode::OK, out)
 }
@@ -166,15 +169,11 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use axum::http::Request as HttpRequest;
     use base64::Engine as _;
-    use futures::FutureExt;
     use kelos_hooks_shared::annotations::ON_COMPLETION;
-    use kube::runtime::reflector::store::Writer;
-    use kube::runtime::watcher;
     use serde_json::{Value, json};
     use tower::ServiceExt;
 
     use super::*;
-    use crate::cache::{CachedSpawner, Lookup, MissLookup, SpawnerHooks};
     use crate::fixtures;
 
     const SNAP: &str = r#"{"hooks":[{"name":"a","webhook":{"url":"https://h.example.com/x"}}]}"#;
@@ -184,16 +183,9 @@ mod tests {
     }
 
     fn app_and_metrics() -> (Router, Arc<Metrics>) {
-        let mut writer: Writer<CachedSpawner> = Writer::default();
-        let mut s = CachedSpawner::default();
-        s.metadata.name = Some(fixtures::SPAWNER.into());
-        s.metadata.namespace = Some(fixtures::NS.into());
-        s.spec.hooks = SpawnerHooks::Snapshot(SNAP.into());
-        writer.apply_watcher_event(&watcher::Event::Apply(s));
-        let miss: MissLookup = Arc::new(|_, _| async { Lookup::NotFound }.boxed());
         let metrics = Arc::new(Metrics::new());
         let state = AppState {
-            cache: SpawnerCache::new(writer.as_reader(), miss, metrics.clone()),
+            cache: fixtures::cache_with(fixtures::NS, fixtures::SPAWNER, SNAP),
             policy: Arc::new(IpPolicy::default()),
             dispatchers: vec![fixtures::DISPATCHER.to_owned()],
             metrics: metrics.clone(),

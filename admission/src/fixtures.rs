@@ -125,3 +125,75 @@ pub fn task_create(object: Value, username: &str) -> Vec<u8> {
 pub fn task_update(old: Value, new: Value, username: &str) -> Vec<u8> {
     review_json("UPDATE", "Task", new, Some(old), username)
 }
+
+/// A synced TaskSpawner cache holding one spawner whose hooks snapshot is `snapshot`; misses find
+/// nothing.
+pub fn cache_with(namespace: &str, name: &str, snapshot: &str) -> crate::cache::SpawnerCache {
+    use std::sync::Arc;
+
+    use futures::FutureExt;
+    use kube::runtime::reflector::store::Writer;
+    use kube::runtime::watcher;
+
+    use crate::cache::{CachedSpawner, Lookup, MissLookup, SpawnerCache, SpawnerHooks};
+
+    let mut writer: Writer<CachedSpawner> = Writer::default();
+    let mut s = CachedSpawner::default();
+    s.metadata.name = Some(name.into());
+    s.metadata.namespace = Some(namespace.into());
+    s.spec.hooks = SpawnerHooks::Snapshot(snapshot.into());
+    writer.apply_watcher_event(&watcher::Event::Apply(s));
+    let miss: MissLookup = Arc::new(|_, _| async { Lookup::NotFound }.boxed());
+    SpawnerCache::new(
+        writer.as_reader(),
+        miss,
+        Arc::new(crate::metrics::Metrics::new()),
+    )
+}
+
+/// `body` (a review) re-written in the field order the API server uses (Go struct order: `kind`,
+/// `apiVersion`, `request` with `uid` … `userInfo`, `object`, `oldObject`, `dryRun`, `options`);
+/// objects keep serde_json's sorted keys, as Go writes unstructured objects.
+pub fn in_api_server_order(body: &[u8]) -> Vec<u8> {
+    const TOP: &[&str] = &["kind", "apiVersion", "request"];
+    const REQUEST: &[&str] = &[
+        "uid",
+        "kind",
+        "resource",
+        "subResource",
+        "requestKind",
+        "requestResource",
+        "requestSubResource",
+        "name",
+        "namespace",
+        "operation",
+        "userInfo",
+        "object",
+        "oldObject",
+        "dryRun",
+        "options",
+    ];
+    fn ordered(v: &Value, order: &[&str], inner: Option<(&str, &[&str])>) -> String {
+        let Some(map) = v.as_object() else {
+            return v.to_string();
+        };
+        let keys = order.iter().copied().chain(
+            map.keys()
+                .map(String::as_str)
+                .filter(|k| !order.contains(k)),
+        );
+        let fields: Vec<String> = keys
+            .filter_map(|k| {
+                let value = map.get(k)?;
+                let text = match inner {
+                    Some((key, order)) if key == k => ordered(value, order, None),
+                    _ => value.to_string(),
+                };
+                Some(format!("{}:{text}", Value::from(k)))
+            })
+            .collect();
+        format!("{{{}}}", fields.join(","))
+    }
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    ordered(&v, TOP, Some(("request", REQUEST))).into_bytes()
+}

@@ -9,6 +9,7 @@ pub mod api;
 pub mod crd;
 pub mod error;
 pub mod ip;
+pub mod json_scan;
 pub mod redact;
 pub mod validation;
 

@@ -32,7 +32,8 @@ pub fn admission_serve(c: &Cluster, port: u16, probe_port: u16, tls_dir: &Path) 
         .arg("--tls-key-file")
         .arg(tls_dir.join("tls.key"))
         .env("KUBECONFIG", c.kubeconfig())
-        .env("RUST_LOG", "info,kelos_hooks_admission=debug")
+        // trace: one line per allowed review, with how much of the body was read.
+        .env("RUST_LOG", "info,kelos_hooks_admission=trace")
         .stdin(Stdio::null())
         .kill_on_drop(true);
     cmd

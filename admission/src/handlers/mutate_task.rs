@@ -1,26 +1,10 @@
 //! `POST /mutate/tasks`: at CREATE, copy the owning TaskSpawner's hooks into
 //! `kelos.dev/on-completion` (overwriting whatever the creator put there).
 
-use kelos_hooks_shared::annotations::SPAWNER_LABEL;
-
-use super::CREATE;
+use super::spawner_of;
 use crate::cache::{Resolved, SpawnerCache, SpawnerHooks};
 use crate::patch::snapshot_patch;
 use crate::review::{Decision, Request};
-
-/// The spawner (namespace, name) whose hooks this request needs, if any.
-pub fn spawner_of<'r>(req: &'r Request<'_>) -> Option<(&'r str, &'r str)> {
-    if req.operation != CREATE {
-        return None;
-    }
-    let name = req
-        .object
-        .as_ref()?
-        .metadata
-        .label(SPAWNER_LABEL)
-        .filter(|n| !n.is_empty())?;
-    Some((req.namespace()?, name))
-}
 
 /// The decision once the spawner's hooks are known. Never denies: mutation only patches.
 pub fn decide(req: &Request<'_>, resolved: &Resolved) -> Decision {
@@ -82,7 +66,7 @@ mod tests {
     use crate::cache::{CachedSpawner, Lookup, MissLookup};
     use crate::fixtures::{self, NS, SPAWNER};
     use crate::metrics::Metrics;
-    use crate::review::parse;
+    use crate::review::{Needs, parse};
 
     type Calls = Arc<Mutex<Vec<(String, String)>>>;
 
@@ -126,7 +110,7 @@ mod tests {
 
     async fn run(c: &SpawnerCache, task: Value) -> Decision {
         let body = fixtures::task_create(task, "kelos-controller");
-        handle(&parse(&body).unwrap(), c).await
+        handle(&parse(&body, Needs::METADATA).unwrap(), c).await
     }
 
     fn ops(d: &Decision) -> Value {
@@ -271,7 +255,7 @@ mod tests {
         let (c, calls) = with_hooks();
         let t = fixtures::spawned_task(Value::Null);
         let body = fixtures::task_update(t.clone(), t, "u");
-        let d = handle(&parse(&body).unwrap(), &c).await;
+        let d = handle(&parse(&body, Needs::METADATA).unwrap(), &c).await;
         assert!(d.allowed && d.patch.is_none());
         assert!(calls.lock().unwrap().is_empty());
     }

@@ -5,14 +5,40 @@ use kelos_hooks_shared::annotations::{DELIVERY_PREFIX, ON_COMPLETION};
 use kelos_hooks_shared::ip::IpPolicy;
 use kelos_hooks_shared::validation::{Context, validate_snapshot};
 
-use super::{CREATE, UPDATE};
+use super::{CREATE, UPDATE, spawner_of};
+use crate::cache::{SpawnerCache, SpawnerHooks};
+use crate::patch::Snapshot;
 use crate::review::{Decision, Metadata, Request};
+
+/// Judges a Task CREATE/UPDATE, knowing the cached snapshot of the Task's spawner.
+pub fn handle(
+    req: &Request<'_>,
+    cache: &SpawnerCache,
+    policy: &IpPolicy,
+    dispatchers: &[String],
+) -> Decision {
+    // Cache only, never the API: a miss just means the annotation is validated in full.
+    let cached = spawner_of(req).and_then(|(namespace, name)| cache.cached(namespace, name));
+    let validated = match &cached {
+        Some(SpawnerHooks::Snapshot(s)) => Some(s),
+        _ => None,
+    };
+    decide(req, policy, dispatchers, validated)
+}
 
 /// Judges a Task CREATE/UPDATE; other operations are allowed.
 ///
-/// On UPDATE the snapshot is only compared, not re-validated: it was validated at creation, and
-/// a later rule change (e.g. a narrower `--allow-cidr`) must not make existing Tasks un-updatable.
-pub fn decide(req: &Request<'_>, policy: &IpPolicy, dispatchers: &[String]) -> Decision {
+/// At CREATE an annotation equal to `validated` (the spawner's cached snapshot: the value the
+/// mutating webhook just wrote, validated under the same policy when the spawner was cached) is
+/// not validated again. On UPDATE the snapshot is only compared, not re-validated: it was
+/// validated at creation, and a later rule change (e.g. a narrower `--allow-cidr`) must not make
+/// existing Tasks un-updatable.
+pub fn decide(
+    req: &Request<'_>,
+    policy: &IpPolicy,
+    dispatchers: &[String],
+    validated: Option<&Snapshot>,
+) -> Decision {
     let is_create = req.operation == CREATE;
     if !is_create && req.operation != UPDATE {
         return Decision::allow();
@@ -25,15 +51,16 @@ pub fn decide(req: &Request<'_>, policy: &IpPolicy, dispatchers: &[String]) -> D
     let name = new.display_name();
 
     if is_create {
-        if let Some(snapshot) = new.annotation(ON_COMPLETION) {
-            let report = validate_snapshot(snapshot, &Context { ip_policy: policy });
+        let snapshot = new.annotations.as_ref().and_then(|a| a.get(ON_COMPLETION));
+        if let Some(snapshot) = snapshot.filter(|s| !validated.is_some_and(|v| v.matches(s))) {
+            let report = validate_snapshot(snapshot.as_str(), &Context { ip_policy: policy });
             if !report.is_valid() {
                 return Decision::deny(400, format!("Task {name}: {}", report.error_summary()));
             }
         }
     } else {
-        let before = old.and_then(|m| m.annotation(ON_COMPLETION));
-        let after = new.annotation(ON_COMPLETION);
+        let before = old.and_then(|m| m.annotations.as_ref()?.get(ON_COMPLETION));
+        let after = new.annotations.as_ref().and_then(|a| a.get(ON_COMPLETION));
         if before != after {
             let change = match (before, after) {
                 (None, _) => "added",
@@ -108,13 +135,14 @@ mod tests {
 
     use super::*;
     use crate::fixtures::{self, DISPATCHER};
-    use crate::review::parse;
+    use crate::review::{Needs, parse};
 
     fn run(body: &[u8]) -> Decision {
         decide(
-            &parse(body).unwrap(),
+            &parse(body, Needs::METADATA_AND_OLD).unwrap(),
             &IpPolicy::default(),
             &[DISPATCHER.to_owned()],
+            None,
         )
     }
 
@@ -128,6 +156,51 @@ mod tests {
     fn create_with_valid_snapshot_is_allowed() {
         let t = fixtures::spawned_task(json!({ON_COMPLETION: snapshot()}));
         assert!(run(&fixtures::task_create(t, "kelos-controller")).allowed);
+    }
+
+    #[test]
+    fn snapshot_equal_to_the_validated_one_is_not_validated_again() {
+        // Proven with a value that would fail: equal to `validated` means it is taken as is.
+        let bad = r#"{"hooks":[{"name":"x","webhook":{"url":"http://evil.example.com"}}]}"#;
+        let body = fixtures::task_create(
+            fixtures::spawned_task(json!({ON_COMPLETION: bad})),
+            "kelos-controller",
+        );
+        let req = parse(&body, Needs::METADATA_AND_OLD).unwrap();
+        let policy = IpPolicy::default();
+        let ids = [DISPATCHER.to_owned()];
+        assert!(decide(&req, &policy, &ids, Some(&Snapshot::new(bad))).allowed);
+        assert!(!decide(&req, &policy, &ids, Some(&Snapshot::new("{}"))).allowed);
+        assert!(!decide(&req, &policy, &ids, None).allowed);
+    }
+
+    #[test]
+    fn the_cached_snapshot_of_the_spawner_is_the_validated_one() {
+        let snap = snapshot();
+        let cache = crate::fixtures::cache_with(fixtures::NS, fixtures::SPAWNER, &snap);
+        let policy = IpPolicy::default();
+        let ids = [DISPATCHER.to_owned()];
+        let judge = |annotation: &str| {
+            let body = fixtures::task_create(
+                fixtures::spawned_task(json!({ON_COMPLETION: annotation})),
+                "kelos-controller",
+            );
+            handle(
+                &parse(&body, Needs::METADATA_AND_OLD).unwrap(),
+                &cache,
+                &policy,
+                &ids,
+            )
+        };
+        assert!(judge(&snap).allowed);
+        // Anything else is validated in full.
+        assert!(
+            !judge(r#"{"hooks":[{"name":"x","webhook":{"url":"http://evil.example.com"}}]}"#)
+                .allowed
+        );
+        // The snapshot the cache computed passes the annotation rules on its own too.
+        let report = validate_snapshot(&snap, &Context { ip_policy: &policy });
+        assert!(report.is_valid(), "{report:?}");
     }
 
     #[test]
@@ -249,7 +322,15 @@ mod tests {
         let new = fixtures::spawned_task(json!({DELIVERIES: "{}"}));
         let body = fixtures::task_update(old, new, "system:serviceaccount:x:y");
         let ids = ["a".to_owned(), "system:serviceaccount:x:y".to_owned()];
-        assert!(decide(&parse(&body).unwrap(), &IpPolicy::default(), &ids).allowed);
+        assert!(
+            decide(
+                &parse(&body, Needs::METADATA_AND_OLD).unwrap(),
+                &IpPolicy::default(),
+                &ids,
+                None
+            )
+            .allowed
+        );
         assert!(!run(&body).allowed);
     }
 

@@ -1,19 +1,12 @@
 //! `POST /validate/taskspawners`: every `spec.onCompletion` rule, all violations in one denial.
 
 use kelos_hooks_shared::ip::IpPolicy;
-use kelos_hooks_shared::validation::{Context, Report, validate_on_completion};
-use serde::Deserialize;
-use serde_json::value::RawValue;
+use kelos_hooks_shared::validation::{
+    Context, Report, validate_on_completion_json, validate_on_completion_parsed,
+};
 
 use super::{CREATE, UPDATE};
-use crate::review::{Decision, Request};
-
-/// `spec` as far as this check reads it: `onCompletion`, parsed only when present.
-#[derive(Deserialize)]
-struct SpecView<'a> {
-    #[serde(rename = "onCompletion", borrow, default)]
-    on_completion: Option<&'a RawValue>,
-}
+use crate::review::{Decision, OnCompletionJson, Request, Spec};
 
 /// Judges a TaskSpawner CREATE/UPDATE; other operations are allowed.
 pub fn decide(req: &Request<'_>, policy: &IpPolicy) -> Decision {
@@ -23,9 +16,23 @@ pub fn decide(req: &Request<'_>, policy: &IpPolicy) -> Decision {
     let Some(object) = req.object.as_ref() else {
         return Decision::deny(400, "the review carries no object to validate");
     };
-    let report = match object.spec {
-        None => Report::default(),
-        Some(spec) => judge_spec(spec, policy),
+    let ctx = Context { ip_policy: policy };
+    let report = match &object.spec {
+        Spec::Absent
+        | Spec::Object {
+            on_completion: None,
+        } => Report::default(),
+        Spec::Object {
+            on_completion: Some(OnCompletionJson::Text(text)),
+        } => validate_on_completion_json(text, "spec.onCompletion", &ctx),
+        Spec::Object {
+            on_completion: Some(OnCompletionJson::Parsed(parsed)),
+        } => validate_on_completion_parsed(parsed, "spec.onCompletion", &ctx),
+        Spec::NotObject(kind) => {
+            let mut report = Report::default();
+            report.error("spec", format!("must be an object, got {kind}"));
+            report
+        }
     };
     if report.is_valid() {
         Decision::allow().with_warnings(report.warnings)
@@ -39,37 +46,15 @@ pub fn decide(req: &Request<'_>, policy: &IpPolicy) -> Decision {
     }
 }
 
-fn judge_spec(spec: &RawValue, policy: &IpPolicy) -> Report {
-    let ctx = Context { ip_policy: policy };
-    let mut report = Report::default();
-    let view: SpecView<'_> = match serde_json::from_str(spec.get()) {
-        Ok(v) => v,
-        Err(e) => {
-            report.error("spec", format!("must be an object: {e}"));
-            return report;
-        }
-    };
-    let Some(raw) = view.on_completion else {
-        return report;
-    };
-    match serde_json::from_str::<serde_json::Value>(raw.get()) {
-        Ok(value) => validate_on_completion(&value, "spec.onCompletion", &ctx),
-        Err(e) => {
-            report.error("spec.onCompletion", format!("unreadable: {e}"));
-            report
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::fixtures;
-    use crate::review::parse;
+    use crate::review::{Needs, parse};
 
     fn decide_on(body: &[u8]) -> Decision {
-        decide(&parse(body).unwrap(), &IpPolicy::default())
+        decide(&parse(body, Needs::SPEC).unwrap(), &IpPolicy::default())
     }
 
     #[test]
@@ -122,7 +107,7 @@ mod tests {
         let body = fixtures::spawner_review("CREATE", hooks);
         assert!(!decide_on(&body).allowed);
         let policy = IpPolicy::from_cidrs(&["10.0.0.0/8"]).unwrap();
-        assert!(decide(&parse(&body).unwrap(), &policy).allowed);
+        assert!(decide(&parse(&body, Needs::SPEC).unwrap(), &policy).allowed);
     }
 
     #[test]

@@ -2,13 +2,12 @@
 
 use std::collections::HashMap;
 
-use serde_json::Value;
-
 use super::fields::{Joined, Path, kind, known_fields, non_null, object};
+use super::json::{Items, Json, View};
 use super::names::{
     LABEL_MAX, SUBDOMAIN_MAX, is_dns1123_label, is_dns1123_subdomain, is_secret_key,
 };
-use super::url::check_url;
+use super::url::judge_url;
 use super::{Context, Report};
 use crate::api::{MAX_HOOKS, Phase};
 
@@ -20,7 +19,7 @@ const SIGNING_SECRET_REF_FIELDS: &[&str; 2] = &["name", "key"];
 const FORMATS: &[&str] = &["Generic", "CloudEvents", "Slack"];
 
 /// `onCompletion`: `null` (no hooks) or an object with an optional `hooks` list.
-pub(crate) fn on_completion(value: &Value, path: &Path<'_>, ctx: &Context, report: &mut Report) {
+pub(crate) fn on_completion(value: Json<'_>, path: &Path<'_>, ctx: &Context, report: &mut Report) {
     if value.is_null() {
         return;
     }
@@ -28,21 +27,23 @@ pub(crate) fn on_completion(value: &Value, path: &Path<'_>, ctx: &Context, repor
         return;
     };
     let [hooks] = known_fields(map, path, ON_COMPLETION_FIELDS, report);
-    match hooks {
-        None => {}
-        Some(Value::Array(hooks)) => hook_list(hooks, &path.field("hooks"), ctx, report),
+    let Some(hooks) = hooks else {
+        return;
+    };
+    match hooks.view() {
+        View::Array(items) => hook_list(items, &path.field("hooks"), ctx, report),
         // `hooks: null` is usually a list left empty by mistake; the typed API would refuse it too.
-        Some(other) => report.error(
+        _ => report.error(
             &path.field("hooks"),
             format!(
                 "must be a list of hooks, got {}; add hooks or remove the field",
-                kind(other)
+                kind(hooks)
             ),
         ),
     }
 }
 
-fn hook_list(hooks: &[Value], path: &Path<'_>, ctx: &Context, report: &mut Report) {
+fn hook_list(hooks: Items<'_>, path: &Path<'_>, ctx: &Context, report: &mut Report) {
     if hooks.len() > MAX_HOOKS {
         report.error(
             path,
@@ -54,7 +55,7 @@ fn hook_list(hooks: &[Value], path: &Path<'_>, ctx: &Context, report: &mut Repor
         );
     }
     let mut names = Names::default();
-    for (i, value) in hooks.iter().enumerate() {
+    for (i, value) in hooks.enumerate() {
         hook(value, &path.index(i), i, ctx, &mut names, report);
     }
 }
@@ -103,7 +104,7 @@ impl<'v> Names<'v> {
 
 /// hooks[`position`]; `names` carries the names of the hooks before it (uniqueness).
 pub(crate) fn hook<'v>(
-    value: &'v Value,
+    value: Json<'v>,
     path: &Path<'_>,
     position: usize,
     ctx: &Context,
@@ -121,9 +122,9 @@ pub(crate) fn hook<'v>(
     let [name, phases_value, webhook_value] = known_fields(map, path, HOOK_FIELDS, report);
 
     let name_path = path.field("name");
-    match non_null(name) {
+    match non_null(name).map(|name| (name, name.view())) {
         None => report.error(&name_path, "required; name the hook, e.g. notify-team"),
-        Some(Value::String(name)) => {
+        Some((_, View::String(name))) => {
             if name.is_empty() {
                 report.error(
                     &name_path,
@@ -142,7 +143,7 @@ pub(crate) fn hook<'v>(
                 report.error(&name_path, duplicate);
             }
         }
-        Some(other) => {
+        Some((other, _)) => {
             report.error(
                 &name_path,
                 format!("must be a string, got {}; e.g. notify-team", kind(other)),
@@ -164,16 +165,16 @@ pub(crate) fn hook<'v>(
     }
 }
 
-fn phases(value: &Value, path: &Path<'_>, report: &mut Report) {
+fn phases(value: Json<'_>, path: &Path<'_>, report: &mut Report) {
     let allowed = Joined(&Phase::ALL);
-    let Value::Array(items) = value else {
+    let View::Array(items) = value.view() else {
         report.error(
             path,
             format!("must be a list of phases ({allowed}), got {}", kind(value)),
         );
         return;
     };
-    if items.is_empty() {
+    if items.len() == 0 {
         report.error(
             path,
             format!("must not be empty; list some of {allowed}, or omit phases to fire on both"),
@@ -181,9 +182,9 @@ fn phases(value: &Value, path: &Path<'_>, report: &mut Report) {
     }
     // The index that first listed each phase, by its position in `Phase::ALL`.
     let mut seen = [None::<usize>; Phase::ALL.len()];
-    for (i, item) in items.iter().enumerate() {
+    for (i, item) in items.enumerate() {
         let item_path = path.index(i);
-        let Value::String(phase) = item else {
+        let View::String(phase) = item.view() else {
             report.error(
                 &item_path,
                 format!("must be a string, one of {allowed}; got {}", kind(item)),
@@ -214,7 +215,7 @@ fn phases(value: &Value, path: &Path<'_>, report: &mut Report) {
 }
 
 /// A hook's `webhook` block.
-pub(crate) fn webhook(value: &Value, path: &Path<'_>, ctx: &Context, report: &mut Report) {
+pub(crate) fn webhook(value: Json<'_>, path: &Path<'_>, ctx: &Context, report: &mut Report) {
     let Some(map) = object(
         value,
         path,
@@ -227,12 +228,10 @@ pub(crate) fn webhook(value: &Value, path: &Path<'_>, ctx: &Context, report: &mu
         known_fields(map, path, WEBHOOK_FIELDS, report);
 
     let url_path = path.field("url");
-    match non_null(url) {
+    match non_null(url).map(|url| (url, url.view())) {
         None => report.error(&url_path, "required; set the receiver's https:// URL"),
-        Some(Value::String(url)) => {
-            check_url(url, &url_path, ctx, report);
-        }
-        Some(other) => report.error(
+        Some((_, View::String(url))) => judge_url(url, &url_path, ctx, report),
+        Some((other, _)) => report.error(
             &url_path,
             format!("must be a string (an https:// URL), got {}", kind(other)),
         ),
@@ -257,22 +256,22 @@ pub(crate) fn webhook(value: &Value, path: &Path<'_>, ctx: &Context, report: &mu
     if let Some(format) = non_null(format) {
         let format_path = path.field("format");
         let allowed = Joined(FORMATS);
-        match format {
-            Value::String(f) if FORMATS.contains(&f.as_str()) => {}
-            Value::String(f) => report.error(
+        match format.view() {
+            View::String(f) if FORMATS.contains(&f) => {}
+            View::String(f) => report.error(
                 &format_path,
                 format!("unknown format {f:?}; allowed: {allowed} (default Generic)"),
             ),
-            other => report.error(
+            _ => report.error(
                 &format_path,
-                format!("must be a string, one of {allowed}; got {}", kind(other)),
+                format!("must be a string, one of {allowed}; got {}", kind(format)),
             ),
         }
     }
 }
 
 /// `secretRef` (`name`) or, `with_key`, `signingSecretRef` (`name`, `key`).
-fn secret_reference(value: &Value, path: &Path<'_>, with_key: bool, report: &mut Report) {
+fn secret_reference(value: Json<'_>, path: &Path<'_>, with_key: bool, report: &mut Report) {
     let what = if with_key {
         "an object with name and key"
     } else {
@@ -291,44 +290,44 @@ fn secret_reference(value: &Value, path: &Path<'_>, with_key: bool, report: &mut
     };
 
     let name_path = path.field("name");
-    match non_null(name) {
+    match non_null(name).map(|name| (name, name.view())) {
         None => report.error(&name_path, "required; the name of a Secret in the Task's namespace"),
-        Some(Value::String(name)) if is_dns1123_subdomain(name) => {}
-        Some(Value::String(name)) if name.is_empty() => {
+        Some((_, View::String(name))) if is_dns1123_subdomain(name) => {}
+        Some((_, View::String(""))) => {
             report.error(&name_path, "must not be empty; the name of a Secret in the Task's namespace")
         }
-        Some(Value::String(name)) => report.error(
+        Some((_, View::String(name))) => report.error(
             &name_path,
             format!(
                 "{name:?} is not a valid Secret name: use lowercase letters, digits, '-' and '.', starting and \
                  ending with a letter or digit, at most {SUBDOMAIN_MAX} characters"
             ),
         ),
-        Some(other) => report.error(&name_path, format!("must be a string (a Secret name), got {}", kind(other))),
+        Some((other, _)) => report.error(&name_path, format!("must be a string (a Secret name), got {}", kind(other))),
     }
 
     let Some(key) = key else {
         return;
     };
     let key_path = path.field("key");
-    match non_null(key) {
+    match non_null(key).map(|key| (key, key.view())) {
         None => report.error(
             &key_path,
             "required; the key in the Secret that holds the signing key (whsec_…)",
         ),
-        Some(Value::String(key)) if is_secret_key(key) => {}
-        Some(Value::String(key)) if key.is_empty() => report.error(
+        Some((_, View::String(key))) if is_secret_key(key) => {}
+        Some((_, View::String(""))) => report.error(
             &key_path,
             "must not be empty; the key in the Secret that holds the signing key",
         ),
-        Some(Value::String(key)) => report.error(
+        Some((_, View::String(key))) => report.error(
             &key_path,
             format!(
                 "{key:?} is not a valid Secret key: use letters, digits, '-', '_' and '.', at most \
                  {SUBDOMAIN_MAX} characters, not starting with '..'"
             ),
         ),
-        Some(other) => report.error(
+        Some((other, _)) => report.error(
             &key_path,
             format!("must be a string (a Secret key), got {}", kind(other)),
         ),

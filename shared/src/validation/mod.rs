@@ -1,13 +1,16 @@
 //! The rules for `onCompletion`, as pure functions over what the user wrote.
 //!
-//! Validation walks the `serde_json::Value` (not the typed structs), so wrong types, unknown
-//! phases and misspelt fields (`signingSecretref`) are reported too, each with its field path,
-//! all at once. Anything these functions accept deserialises into [`crate::api::OnCompletion`].
+//! Validation walks the JSON as written (not the typed structs), so wrong types, unknown phases
+//! and misspelt fields (`signingSecretref`) are reported too, each with its field path, all at
+//! once. Anything these functions accept deserialises into [`crate::api::OnCompletion`]. The rules
+//! walk a borrowed tree (`json.rs`) built from JSON text or from a `serde_json::Value`, so both
+//! give the same report; from text, no `Value` is built.
 //! Used by the admission server (TaskSpawners and the Task annotation), the offline `validate`
 //! command and the dispatcher's fallback path.
 
 mod fields;
 mod hooks;
+mod json;
 mod names;
 mod url;
 
@@ -19,6 +22,7 @@ use crate::annotations::ON_COMPLETION;
 use crate::api::{Hook, OnCompletion, Webhook};
 use crate::ip::IpPolicy;
 
+pub use self::json::ParsedJson;
 pub use self::url::validate_url;
 
 /// One rule violation at one field.
@@ -126,7 +130,7 @@ pub fn validate_task_spawner(obj: &Value, ctx: &Context) -> Report {
             "",
             format!(
                 "a TaskSpawner must be a JSON/YAML object, got {}",
-                fields::kind(obj)
+                fields::value_kind(obj)
             ),
         );
         return report;
@@ -144,7 +148,7 @@ pub fn validate_task_spawner(obj: &Value, ctx: &Context) -> Report {
         }
         Some(other) => report.error(
             "spec",
-            format!("must be an object, got {}", fields::kind(other)),
+            format!("must be an object, got {}", fields::value_kind(other)),
         ),
     }
     report
@@ -154,7 +158,36 @@ pub fn validate_task_spawner(obj: &Value, ctx: &Context) -> Report {
 /// `null` is valid (no hooks).
 pub fn validate_on_completion(value: &Value, path: &str, ctx: &Context) -> Report {
     let mut report = Report::default();
-    hooks::on_completion(value, &fields::Path::Root(path), ctx, &mut report);
+    if value.is_null() {
+        return report;
+    }
+    let walked = json::view(value, |root| {
+        hooks::on_completion(root, &fields::Path::Root(path), ctx, &mut report);
+    });
+    if let Err(e) = walked {
+        report.error(path, format!("unreadable: {e}"));
+    }
+    report
+}
+
+/// Validates an `onCompletion` block given as JSON text, as [`validate_on_completion`] does the
+/// parsed value (same report), without building a `serde_json::Value`. Text that is not JSON gets
+/// one error at `path`: `unreadable: {serde_json's error}`. `null` is valid (no hooks).
+pub fn validate_on_completion_json(json: &str, path: &str, ctx: &Context) -> Report {
+    let mut report = Report::default();
+    let walked = json::read(json, |root| {
+        hooks::on_completion(root, &fields::Path::Root(path), ctx, &mut report);
+    });
+    if let Err(e) = walked {
+        report.error(path, format!("unreadable: {e}"));
+    }
+    report
+}
+
+/// [`validate_on_completion_json`] for a value its reader already parsed (same report).
+pub fn validate_on_completion_parsed(parsed: &ParsedJson<'_>, path: &str, ctx: &Context) -> Report {
+    let mut report = Report::default();
+    hooks::on_completion(parsed.root(), &fields::Path::Root(path), ctx, &mut report);
     report
 }
 
@@ -162,25 +195,24 @@ pub fn validate_on_completion(value: &Value, path: &str, ctx: &Context) -> Repor
 /// `onCompletion`. Paths start with `metadata.annotations[kelos.dev/on-completion]`.
 pub fn validate_snapshot(annotation: &str, ctx: &Context) -> Report {
     let path = format!("metadata.annotations[{ON_COMPLETION}]");
-    match serde_json::from_str::<Value>(annotation) {
-        Ok(Value::Null) => {
-            let mut report = Report::default();
-            report.error(path, "must be a JSON object such as {\"hooks\":[…]}, got null; kelos-hooks writes this annotation at Task creation, remove it");
-            report
+    let mut report = Report::default();
+    let walked = json::read(annotation, |root| {
+        if root.is_null() {
+            report.error(&*path, "must be a JSON object such as {\"hooks\":[…]}, got null; kelos-hooks writes this annotation at Task creation, remove it");
+        } else {
+            hooks::on_completion(root, &fields::Path::Root(&path), ctx, &mut report);
         }
-        Ok(value) => validate_on_completion(&value, &path, ctx),
-        Err(e) => {
-            let mut report = Report::default();
-            report.error(
-                path,
-                format!(
-                    "not valid JSON ({e}); kelos-hooks writes this annotation at Task creation, remove it \
-                     rather than writing it by hand"
-                ),
-            );
-            report
-        }
+    });
+    if let Err(e) = walked {
+        report.error(
+            path,
+            format!(
+                "not valid JSON ({e}); kelos-hooks writes this annotation at Task creation, remove it \
+                 rather than writing it by hand"
+            ),
+        );
     }
+    report
 }
 
 /// Validation of the typed API structs, by the same rules as the JSON they serialise to. Useful
@@ -195,12 +227,13 @@ fn validate_typed<T: serde::Serialize>(
     typed: &T,
     path: &str,
     report: &mut Report,
-    rule: impl FnOnce(&Value, &mut Report),
+    rule: impl FnOnce(json::Json<'_>, &mut Report),
 ) {
-    match serde_json::to_value(typed) {
-        Ok(value) => rule(&value, report),
-        // Strings and enums always serialise; report rather than panic if that ever changes.
-        Err(e) => report.error(path, format!("cannot be serialised: {e}")),
+    // Strings and enums always serialise; report rather than panic if that ever changes.
+    let walked =
+        serde_json::to_value(typed).and_then(|value| json::view(&value, |root| rule(root, report)));
+    if let Err(e) = walked {
+        report.error(path, format!("cannot be serialised: {e}"));
     }
 }
 

@@ -44,10 +44,31 @@ pub(crate) fn check_url(
     ctx: &Context,
     report: &mut Report,
 ) -> Option<Url> {
-    let errors_before = report.errors.len();
+    if !precheck(url, path, report) {
+        return None;
+    }
+    parse_and_judge(url, path, ctx, report)
+}
+
+/// [`check_url`] without the parsed URL, for the rules: the same findings, and the common plain
+/// form (`https://host.example/path`, see [`plain_https_host`]) skips the URL parser.
+pub(crate) fn judge_url(url: &str, path: &Path<'_>, ctx: &Context, report: &mut Report) {
+    if !precheck(url, path, report) {
+        return;
+    }
+    match plain_https_host(url) {
+        Some(host) => judge_domain(host, path, ctx, report),
+        None => {
+            parse_and_judge(url, path, ctx, report);
+        }
+    }
+}
+
+/// The checks on the text before parsing; false (with the error reported) when one fails.
+fn precheck(url: &str, path: &Path<'_>, report: &mut Report) -> bool {
     if url.trim().is_empty() {
         report.error(path, "must not be empty; set the receiver's https:// URL");
-        return None;
+        return false;
     }
     if has_space_or_control(url) {
         // The url crate would silently strip or encode these; the receiver would see another URL.
@@ -55,7 +76,7 @@ pub(crate) fn check_url(
             path,
             "must not contain spaces, line breaks or control characters; percent-encode them (%20)",
         );
-        return None;
+        return false;
     }
     if url.len() > URL_MAX {
         report.error(
@@ -66,8 +87,14 @@ pub(crate) fn check_url(
                 url.len()
             ),
         );
-        return None;
+        return false;
     }
+    true
+}
+
+/// Parses `url` (which passed [`precheck`]) and judges the parts.
+fn parse_and_judge(url: &str, path: &Path<'_>, ctx: &Context, report: &mut Report) -> Option<Url> {
+    let errors_before = report.errors.len();
     let parsed = match Url::parse(url) {
         Ok(parsed) => parsed,
         Err(url::ParseError::RelativeUrlWithoutBase) => {
@@ -126,28 +153,7 @@ pub(crate) fn check_url(
         ),
         Some(Host::Ipv4(ip)) => judge_ip(IpAddr::V4(ip), path, ctx, report),
         Some(Host::Ipv6(ip)) => judge_ip(IpAddr::V6(ip), path, ctx, report),
-        Some(Host::Domain(domain)) => {
-            let domain = domain.trim_end_matches('.');
-            if is_localhost(domain) {
-                // RFC 6761: always loopback, whatever DNS says; judge both address families.
-                for ip in [
-                    IpAddr::V4(Ipv4Addr::LOCALHOST),
-                    IpAddr::V6(Ipv6Addr::LOCALHOST),
-                ] {
-                    if let Err(blocked) = ctx.ip_policy.judge(ip) {
-                        let domain = domain.to_ascii_lowercase();
-                        report.error(
-                            path,
-                            format!(
-                                "host {domain} always means the local host and is refused: {blocked}; use the \
-                                 receiver's address, or ask the operator to add {ip} to --allow-cidr"
-                            ),
-                        );
-                        break;
-                    }
-                }
-            }
-        }
+        Some(Host::Domain(domain)) => judge_domain(domain, path, ctx, report),
     }
 
     warn_credential_params(&parsed, path, report);
@@ -158,6 +164,83 @@ pub(crate) fn check_url(
         );
     }
     (report.errors.len() == errors_before).then_some(parsed)
+}
+
+/// A host name (not an IP literal): only `localhost` and `*.localhost` are judged here.
+fn judge_domain(domain: &str, path: &Path<'_>, ctx: &Context, report: &mut Report) {
+    let domain = domain.trim_end_matches('.');
+    if !is_localhost(domain) {
+        return;
+    }
+    // RFC 6761: always loopback, whatever DNS says; judge both address families.
+    for ip in [
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(Ipv6Addr::LOCALHOST),
+    ] {
+        if let Err(blocked) = ctx.ip_policy.judge(ip) {
+            let domain = domain.to_ascii_lowercase();
+            report.error(
+                path,
+                format!(
+                    "host {domain} always means the local host and is refused: {blocked}; use the \
+                     receiver's address, or ask the operator to add {ip} to --allow-cidr"
+                ),
+            );
+            break;
+        }
+    }
+}
+
+/// The host of a URL in the plain form most webhooks use, for which every rule but the host's
+/// own judgement is known to pass without parsing: `https://` (lowercase), then a host name
+/// whose labels are each a lowercase letter followed by letters, digits and `-`, not ending in
+/// `-` and without `--` at the third and fourth characters (the labels the IDNA mapping passes
+/// through unchanged, and which cannot end in a number, so no IPv4 reading), then nothing or a
+/// path (`/…`) without `?` or `#` (no query, no fragment).
+///
+/// For such a URL (one that passed [`precheck`]), `Url::parse` succeeds with scheme `https`, no
+/// user-info (no `@` before the path), no port (no `:` in the host), this exact host as a domain,
+/// no query and no fragment — so [`parse_and_judge`] reports what [`judge_domain`] reports on this
+/// host and nothing else. The tests compare both over many generated URLs.
+fn plain_https_host(url: &str) -> Option<&str> {
+    let rest = url.strip_prefix("https://")?;
+    let bytes = rest.as_bytes();
+    // One pass over the host: `start` is where the current label began.
+    let mut start = 0;
+    let mut end = bytes.len();
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b'a'..=b'z' => {}
+            b'0'..=b'9' | b'-' if i > start => {}
+            b'.' | b'/' => {
+                if !label_ends_plainly(bytes, start, i) {
+                    return None;
+                }
+                if b == b'/' {
+                    end = i;
+                    break;
+                }
+                start = i + 1;
+            }
+            _ => return None,
+        }
+    }
+    if end == bytes.len() && !label_ends_plainly(bytes, start, end) {
+        return None;
+    }
+    let tail = bytes.get(end..).unwrap_or_default();
+    if tail.iter().any(|b| matches!(b, b'?' | b'#')) {
+        return None;
+    }
+    rest.get(..end)
+}
+
+/// Whether `bytes[start..end]`, a run of lowercase letters, digits and `-` starting with a letter
+/// (or empty), is a non-empty label not ending in `-` and without `--` at its third character.
+fn label_ends_plainly(bytes: &[u8], start: usize, end: usize) -> bool {
+    end > start
+        && bytes.get(end - 1) != Some(&b'-')
+        && !(end - start >= 4 && bytes.get(start + 2..start + 4) == Some(b"--"))
 }
 
 fn judge_ip(ip: IpAddr, path: &Path<'_>, ctx: &Context, report: &mut Report) {
@@ -242,4 +325,202 @@ fn authority_has_at(url: &str) -> bool {
                 .unwrap_or_default()
                 .contains('@')
         })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::ip::IpPolicy;
+
+    /// Every combination of these parts, some plain and most not.
+    fn urls() -> Vec<String> {
+        let prefixes = [
+            "https://",
+            "HTTPS://",
+            "Https://",
+            "http://",
+            "https:/",
+            "https:",
+            "https:///",
+            "ftp://",
+            "https:\\\\",
+            "",
+        ];
+        let labels = [
+            "a",
+            "hooks0",
+            "example",
+            "com",
+            "xn--nxasmq6b",
+            "xn--a",
+            "ab--c",
+            "a-b",
+            "-a",
+            "a-",
+            "1a",
+            "0x1",
+            "0",
+            "255",
+            "localhost",
+            "LOCALHOST",
+            "Example",
+            "a_b",
+            "",
+            "münchen",
+            "%41",
+            "ex%2ecom",
+            "[::1]",
+            "a:443",
+            "a:0",
+            "u@a",
+            "u:p@a",
+            "10",
+        ];
+        let tails = [
+            "",
+            "/",
+            "/x/y",
+            "/a?token=1",
+            "/?",
+            "/#f",
+            "#f",
+            "?q",
+            "/ü",
+            "\\x",
+            "/@x",
+            "/..",
+            "/%zz",
+            ":443/x",
+            ":0",
+            "./x",
+            "/a'b\"c",
+        ];
+        let mut urls = Vec::new();
+        for prefix in prefixes {
+            for (i, first) in labels.iter().enumerate() {
+                for second in [None, Some(labels[(i * 7 + 3) % labels.len()]), Some("com")] {
+                    for trailing_dot in [false, true] {
+                        for tail in tails {
+                            let mut host = (*first).to_owned();
+                            if let Some(second) = second {
+                                host = format!("{host}.{second}");
+                            }
+                            if trailing_dot {
+                                host.push('.');
+                            }
+                            urls.push(format!("{prefix}{host}{tail}"));
+                        }
+                    }
+                }
+            }
+        }
+        for label in labels {
+            for other in labels {
+                urls.push(format!("https://{label}.{other}/p"));
+                urls.push(format!("https://{other}.{label}"));
+            }
+        }
+        // Hosts of one to three labels that all look plain, for the shortcut's own cases.
+        let plain_labels = [
+            "a",
+            "hooks0",
+            "example",
+            "com",
+            "localhost",
+            "a-b",
+            "z9",
+            "b1-2",
+            "x-n",
+            "local",
+        ];
+        let mut hosts: Vec<String> = plain_labels.iter().map(|l| (*l).to_owned()).collect();
+        for _ in 0..2 {
+            let longer: Vec<String> = hosts
+                .iter()
+                .flat_map(|h| plain_labels.iter().map(move |l| format!("{h}.{l}")))
+                .collect();
+            hosts.extend(longer);
+        }
+        hosts.sort();
+        hosts.dedup();
+        for host in &hosts {
+            for tail in [
+                "", "/", "/x/y", "/ü", "\\x", "/@x", "/..", "/%zz", "/a:b", "/a'b",
+            ] {
+                urls.push(format!("https://{host}{tail}"));
+            }
+        }
+        urls.push(format!("https://a.com/{}", "x".repeat(URL_MAX)));
+        urls.push(format!("https://{}.com/", "a".repeat(300)));
+        urls
+    }
+
+    /// `judge_url` (which skips the parser for plain URLs) finds exactly what the full parse
+    /// finds, for blocked and allowed loopback alike.
+    #[test]
+    fn plain_form_shortcut_agrees_with_the_parser() {
+        let allow_loopback = IpPolicy::from_cidrs(&["127.0.0.0/8", "::1/128"]).unwrap();
+        let allow_v4_only = IpPolicy::from_cidrs(&["127.0.0.1/32"]).unwrap();
+        let policies = [IpPolicy::default(), allow_loopback, allow_v4_only];
+        let urls = urls();
+        let mut plain = 0;
+        for url in &urls {
+            if plain_https_host(url).is_some() {
+                plain += 1;
+            }
+            for policy in &policies {
+                let ctx = Context { ip_policy: policy };
+                let path = Path::Root("u");
+                let mut parsed = Report::default();
+                check_url(url, &path, &ctx, &mut parsed);
+                let mut judged = Report::default();
+                judge_url(url, &path, &ctx, &mut judged);
+                assert_eq!(judged, parsed, "{url:?}");
+            }
+        }
+        assert!(
+            plain > 10_000,
+            "the shortcut took only {plain} of {}",
+            urls.len()
+        );
+        assert!(plain < urls.len() - 10_000, "{plain} of {}", urls.len());
+    }
+
+    #[test]
+    fn plain_form() {
+        for (url, host) in [
+            (
+                "https://hooks0.example.com/services/kelos/notify",
+                "hooks0.example.com",
+            ),
+            ("https://a", "a"),
+            ("https://localhost/x", "localhost"),
+            ("https://a-b.c9/p@q\\r", "a-b.c9"),
+        ] {
+            assert_eq!(plain_https_host(url), Some(host), "{url}");
+        }
+        for url in [
+            "https://a.com/x?y",
+            "https://a.com/#y",
+            "https://a.com./",
+            "https://a..com/",
+            "https://.a.com/",
+            "https://1.2.3.4/",
+            "https://a.0x1/",
+            "https://xn--a.com/",
+            "https://ab--c.com/",
+            "https://a-.com/",
+            "https://A.com/",
+            "https://a.com:443/",
+            "https://u@a.com/",
+            "https://a%2ecom/",
+            "https://",
+            "https:///a",
+            "http://a.com/",
+            "HTTPS://a.com/",
+        ] {
+            assert_eq!(plain_https_host(url), None, "{url}");
+        }
+    }
 }
