@@ -13,11 +13,14 @@ const fn bytes_below(word: u64, n: u8) -> u64 {
 }
 
 /// The index of the first byte of `word` (little-endian) that is a quote, a backslash or a
-/// control character, if any.
-const fn first_string_stop(word: u64) -> Option<usize> {
-    let stops = bytes_below(word ^ splat(b'"'), 1)
+/// control character, or (with `NON_ASCII`) a byte of 0x80 or above, if any.
+const fn first_string_stop<const NON_ASCII: bool>(word: u64) -> Option<usize> {
+    let mut stops = bytes_below(word ^ splat(b'"'), 1)
         | bytes_below(word ^ splat(b'\\'), 1)
         | bytes_below(word, 0x20);
+    if NON_ASCII {
+        stops |= word & splat(0x80);
+    }
     if stops == 0 {
         None
     } else {
@@ -25,24 +28,38 @@ const fn first_string_stop(word: u64) -> Option<usize> {
     }
 }
 
-/// The index of the first `"`, `\` or control character (below 0x20) in `bytes` at or after
-/// `from`: where a JSON string's plain run ends. `None` when there is none.
-pub fn string_stop(bytes: &[u8], from: usize) -> Option<usize> {
+fn is_stop<const NON_ASCII: bool>(b: u8) -> bool {
+    b == b'"' || b == b'\\' || b < 0x20 || (NON_ASCII && b >= 0x80)
+}
+
+fn stop<const NON_ASCII: bool>(bytes: &[u8], from: usize) -> Option<usize> {
     let mut i = from;
     while let Some(chunk) = bytes.get(i..i + 8) {
         let word = u64::from_le_bytes(chunk.try_into().ok()?);
-        match first_string_stop(word) {
+        match first_string_stop::<NON_ASCII>(word) {
             None => i += 8,
             Some(at) => return Some(i + at),
         }
     }
     while let Some(&b) = bytes.get(i) {
-        if b == b'"' || b == b'\\' || b < 0x20 {
+        if is_stop::<NON_ASCII>(b) {
             return Some(i);
         }
         i += 1;
     }
     None
+}
+
+/// The index of the first `"`, `\` or control character (below 0x20) in `bytes` at or after
+/// `from`: where a JSON string's plain run ends. `None` when there is none.
+pub fn string_stop(bytes: &[u8], from: usize) -> Option<usize> {
+    stop::<false>(bytes, from)
+}
+
+/// [`string_stop`] that also stops at the first byte of 0x80 or above: a string whose run ends
+/// at its closing quote is plain ASCII, so it needs no UTF-8 validation to be compared.
+pub fn ascii_string_stop(bytes: &[u8], from: usize) -> Option<usize> {
+    stop::<true>(bytes, from)
 }
 
 #[cfg(test)]
@@ -66,14 +83,24 @@ mod tests {
                             Some(at),
                             "{len} {stop} {at} {from}"
                         );
+                        assert_eq!(ascii_string_stop(&bytes, from), Some(at));
                     }
                     assert_eq!(string_stop(&bytes, at + 1), None);
+                    assert_eq!(ascii_string_stop(&bytes, at + 1), None);
                 }
             }
             let plain: Vec<u8> = (0..len as u8).map(|i| b' ' + (i % 90)).collect();
             let want = plain.iter().position(|&b| b == b'"' || b == b'\\');
             assert_eq!(string_stop(&plain, 0), want);
             assert_eq!(string_stop("é✓\"".as_bytes(), 0), Some(5));
+            assert_eq!(ascii_string_stop("ab-é✓\"".as_bytes(), 0), Some(3));
+            // Non-ASCII at every offset of a word, after plain bytes.
+            for at in 0..len {
+                let mut bytes = vec![b'a'; len];
+                bytes[at] = 0x80 + (at as u8 % 0x7f);
+                assert_eq!(ascii_string_stop(&bytes, 0), Some(at));
+                assert_eq!(string_stop(&bytes, 0), None);
+            }
         }
     }
 }

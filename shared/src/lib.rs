@@ -8,6 +8,8 @@ pub mod annotations;
 pub mod api;
 pub mod crd;
 pub mod error;
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures;
 pub mod ip;
 pub mod json_scan;
 pub mod redact;

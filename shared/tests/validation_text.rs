@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use kelos_hooks_shared::annotations::ON_COMPLETION;
+use kelos_hooks_shared::fixtures::{Lcg, eight_hooks_json};
 use kelos_hooks_shared::ip::IpPolicy;
 use kelos_hooks_shared::validation::{
     Context, ParsedJson, Report, validate_on_completion, validate_on_completion_json,
@@ -99,28 +100,14 @@ fn hooks(items: &[String]) -> String {
     format!(r#"{{"hooks": [{}]}}"#, items.join(", "))
 }
 
-/// The benchmark's 8 hooks, as in `examples/validation_cost.rs`.
-fn bench_input() -> String {
-    const FORMATS: [&str; 3] = ["Generic", "CloudEvents", "Slack"];
-    let items: Vec<String> = (0..8)
-        .map(|i| {
-            format!(
-                r#"{{"name": "hook-{i}", "phases": ["Succeeded", "Failed"], "webhook": {{"url": "https://hooks{i}.example.com/services/kelos/notify", "secretRef": {{"name": "hook-{i}-headers"}}, "signingSecretRef": {{"name": "hook-{i}-signing", "key": "secret"}}, "format": "{}"}}}}"#,
-                FORMATS[i % 3]
-            )
-        })
-        .collect();
-    hooks(&items)
-}
-
 #[test]
 fn valid_input_is_valid_both_ways() {
-    let report = same(&bench_input());
+    let report = same(&eight_hooks_json());
     assert_eq!(report, Report::default());
     // The plain form is read in one pass from inside a larger document.
-    let inside = format!("{},\"next\":1}}", bench_input());
+    let inside = format!("{},\"next\":1}}", eight_hooks_json());
     let (_, end) = ParsedJson::read_prefix(&inside).unwrap();
-    assert_eq!(end, bench_input().len());
+    assert_eq!(end, eight_hooks_json().len());
     for text in [
         "null",
         " null\n",
@@ -327,22 +314,12 @@ fn long_lists_match() {
 // ---------------------------------------------------------------------------------------------
 // Generated documents: random mixes of good and bad values, fields, duplicates and truncation.
 
-/// A small deterministic generator (no randomness crate needed).
-struct Lcg(u64);
+/// Test-only helpers on the shared generator.
+trait Space {
+    fn space(&mut self) -> &'static str;
+}
 
-impl Lcg {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        ((self.0 >> 33) % n as u64) as usize
-    }
-
-    fn pick<'p>(&mut self, items: &[&'p str]) -> &'p str {
-        items[self.below(items.len())]
-    }
-
+impl Space for Lcg {
     fn space(&mut self) -> &'static str {
         self.pick(&["", "", "", " ", "\n  ", "\t"])
     }

@@ -11,7 +11,7 @@
 
 use std::borrow::Cow;
 
-use kelos_hooks_shared::json_scan::string_stop;
+use kelos_hooks_shared::json_scan::{ascii_string_stop, string_stop};
 
 use super::{Progress, Side, State};
 use crate::review::json_str::{unescape, unicode_escape};
@@ -156,6 +156,28 @@ impl<'a> Lexer<'a> {
         }
     }
 
+    /// An object key, for matching against field names: a plain ASCII key is borrowed as bytes
+    /// (no UTF-8 check needed, nearly every key); any other is decoded as [`Lexer::string`] does.
+    #[inline]
+    fn key(&mut self) -> R<Cow<'a, [u8]>> {
+        if self.b.get(self.pos) == Some(&b'"') {
+            let start = self.pos + 1;
+            let stop = ascii_string_stop(self.b, start).ok_or(Halt::Fallback)?;
+            if self.b.get(stop) == Some(&b'"') {
+                self.pos = stop + 1;
+                return self
+                    .b
+                    .get(start..stop)
+                    .map(Cow::Borrowed)
+                    .ok_or(Halt::Fallback);
+            }
+        }
+        Ok(match self.string()? {
+            Cow::Borrowed(s) => Cow::Borrowed(s.as_bytes()),
+            Cow::Owned(s) => Cow::Owned(s.into_bytes()),
+        })
+    }
+
     /// A string skipped: escapes checked, nothing decoded.
     fn skip_string(&mut self) -> R<()> {
         self.expect(b'"')?;
@@ -227,23 +249,13 @@ impl<'a> Lexer<'a> {
     fn skip(&mut self, depth: usize) -> R<()> {
         match self.peek()? {
             b'"' => self.skip_string(),
-            b'{' => self.object(depth, |lx, _| lx.skip(depth + 1)),
-            b'[' => {
-                self.enter(depth)?;
-                self.pos += 1;
-                if self.peek()? == b']' {
-                    self.pos += 1;
-                    return Ok(());
-                }
-                loop {
-                    self.skip(depth + 1)?;
-                    match self.next()? {
-                        b',' => {}
-                        b']' => return Ok(()),
-                        _ => return Err(Halt::Fallback),
-                    }
-                }
-            }
+            // Keys of a skipped object are skipped too (serde ignores them likewise).
+            b'{' => self.members(depth, b'}', |lx| {
+                lx.skip_string()?;
+                lx.expect(b':')?;
+                lx.skip(depth + 1)
+            }),
+            b'[' => self.members(depth, b']', |lx| lx.skip(depth + 1)),
             b't' => self.literal(b"true"),
             b'f' => self.literal(b"false"),
             b'n' => self.literal(b"null"),
@@ -260,29 +272,43 @@ impl<'a> Lexer<'a> {
         }
     }
 
-    /// An object: `entry` is called with each key, the cursor on its value, which it consumes.
-    /// A [`Halt`] from `entry` ends reading at once.
-    fn object(
+    /// An array (`close` = `]`) or object (`}`) at the cursor: `member` reads each item or
+    /// `key: value` pair; the separators and brackets are read here.
+    fn members(
         &mut self,
         depth: usize,
-        mut entry: impl FnMut(&mut Self, Cow<'a, str>) -> R<()>,
+        close: u8,
+        mut member: impl FnMut(&mut Self) -> R<()>,
     ) -> R<()> {
         self.enter(depth)?;
-        self.expect(b'{')?;
-        if self.peek()? == b'}' {
+        self.expect(if close == b']' { b'[' } else { b'{' })?;
+        if self.peek()? == close {
             self.pos += 1;
             return Ok(());
         }
         loop {
-            let key = self.string()?;
-            self.expect(b':')?;
-            entry(self, key)?;
+            member(self)?;
             match self.next()? {
                 b',' => {}
-                b'}' => return Ok(()),
+                b if b == close => return Ok(()),
                 _ => return Err(Halt::Fallback),
             }
         }
+    }
+
+    /// An object: `entry` is called with each key (see [`Lexer::key`]), the cursor on its value,
+    /// which it consumes. A [`Halt`] from `entry` ends reading at once.
+    fn object(
+        &mut self,
+        depth: usize,
+        mut entry: impl FnMut(&mut Self, Cow<'a, [u8]>) -> R<()>,
+    ) -> R<()> {
+        self.members(depth, b'}', |lx| {
+            lx.ws();
+            let key = lx.key()?;
+            lx.expect(b':')?;
+            entry(lx, key)
+        })
     }
 
     /// `null` → `None`, else a string.
@@ -354,9 +380,9 @@ impl<'a> State<'a> {
 pub(super) fn review<'a>(lx: &mut Lexer<'a>, st: &mut State<'a>) -> R<()> {
     lx.object(0, |lx, key| {
         match &*key {
-            "apiVersion" => st.api_version = lx.opt_string()?,
-            "kind" => st.kind = lx.opt_string()?,
-            "request" => {
+            b"apiVersion" => st.api_version = lx.opt_string()?,
+            b"kind" => st.kind = lx.opt_string()?,
+            b"request" => {
                 if !lx.null()? {
                     st.has_request = true;
                     request(lx, st)?;
@@ -377,15 +403,15 @@ pub(super) fn review<'a>(lx: &mut Lexer<'a>, st: &mut State<'a>) -> R<()> {
 fn request<'a>(lx: &mut Lexer<'a>, st: &mut State<'a>) -> R<()> {
     lx.object(1, |lx, key| {
         match &*key {
-            "uid" => st.uid = Some(lx.string()?),
-            "kind" => st.gvk = Some(gvk(lx)?),
-            "operation" => st.operation = Some(lx.string()?),
-            "userInfo" => st.user_info = Some(user_info(lx)?),
-            "dryRun" => st.dry_run = lx.opt_bool()?,
-            "namespace" => st.namespace = Some(lx.opt_string()?),
-            "object" => object(lx, st, Side::New)?,
-            "oldObject" if st.needs.old_metadata => object(lx, st, Side::Old)?,
-            "oldObject" => {
+            b"uid" => st.uid = Some(lx.string()?),
+            b"kind" => st.gvk = Some(gvk(lx)?),
+            b"operation" => st.operation = Some(lx.string()?),
+            b"userInfo" => st.user_info = Some(user_info(lx)?),
+            b"dryRun" => st.dry_run = lx.opt_bool()?,
+            b"namespace" => st.namespace = Some(lx.opt_string()?),
+            b"object" => object(lx, st, Side::New)?,
+            b"oldObject" if st.needs.old_metadata => object(lx, st, Side::Old)?,
+            b"oldObject" => {
                 lx.skip(2)?;
                 st.old = Progress::DONE;
             }
@@ -400,15 +426,15 @@ fn gvk<'a>(lx: &mut Lexer<'a>) -> R<GroupVersionKind<'a>> {
     let mut seen = 0;
     lx.object(2, |lx, key| {
         match &*key {
-            "group" => {
+            b"group" => {
                 Lexer::once(&mut seen, 1)?;
                 out.group = lx.string()?;
             }
-            "version" => {
+            b"version" => {
                 Lexer::once(&mut seen, 2)?;
                 out.version = lx.string()?;
             }
-            "kind" => {
+            b"kind" => {
                 Lexer::once(&mut seen, 4)?;
                 out.kind = lx.string()?;
             }
@@ -426,7 +452,7 @@ fn user_info<'a>(lx: &mut Lexer<'a>) -> R<UserInfo<'a>> {
     }
     let mut seen = 0;
     lx.object(2, |lx, key| {
-        if key == "username" {
+        if *key == *b"username" {
             Lexer::once(&mut seen, 1)?;
             out.username = lx.opt_string()?;
         } else {
@@ -448,14 +474,14 @@ fn object<'a>(lx: &mut Lexer<'a>, st: &mut State<'a>, side: Side) -> R<()> {
     let read_spec = st.needs.spec && side == Side::New;
     lx.object(2, |lx, key| {
         match &*key {
-            "metadata" => {
+            b"metadata" => {
                 let m = metadata(lx)?;
                 if let Some(o) = st.slot(side) {
                     o.metadata = m;
                 }
                 st.progress(side).metadata = true;
             }
-            "spec" if read_spec => {
+            b"spec" if read_spec => {
                 let spec = spec(lx, st)?;
                 if let Some(o) = st.slot(side) {
                     o.spec = spec;
@@ -478,23 +504,23 @@ fn metadata<'a>(lx: &mut Lexer<'a>) -> R<Metadata<'a>> {
     let mut seen = 0;
     lx.object(3, |lx, key| {
         match &*key {
-            "name" => {
+            b"name" => {
                 Lexer::once(&mut seen, 1)?;
                 m.name = lx.opt_string()?;
             }
-            "generateName" => {
+            b"generateName" => {
                 Lexer::once(&mut seen, 2)?;
                 m.generate_name = lx.opt_string()?;
             }
-            "namespace" => {
+            b"namespace" => {
                 Lexer::once(&mut seen, 4)?;
                 m.namespace = lx.opt_string()?;
             }
-            "labels" => {
+            b"labels" => {
                 Lexer::once(&mut seen, 8)?;
                 m.labels = string_map(lx)?;
             }
-            "annotations" => {
+            b"annotations" => {
                 Lexer::once(&mut seen, 16)?;
                 m.annotations = string_map(lx)?;
             }
@@ -511,9 +537,11 @@ fn string_map<'a>(lx: &mut Lexer<'a>) -> R<Option<StrMap<'a>>> {
         return Ok(None);
     }
     let mut map = StrMap::new();
-    lx.object(4, |lx, key| {
-        let value = lx.json_str()?;
-        map.insert(key, value);
+    lx.members(4, b'}', |lx| {
+        // Keys are kept, so decoded (unlike field names, see `Lexer::key`).
+        let key = lx.string()?;
+        lx.expect(b':')?;
+        map.insert(key, lx.json_str()?);
         Ok(())
     })?;
     Ok(Some(map))
@@ -535,7 +563,7 @@ fn spec<'a>(lx: &mut Lexer<'a>, st: &mut State<'a>) -> R<Spec<'a>> {
         };
     }
     lx.object(3, |lx, key| {
-        if key == "onCompletion" {
+        if *key == *b"onCompletion" {
             let on_completion = if lx.null()? {
                 None
             } else {

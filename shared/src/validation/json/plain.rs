@@ -206,23 +206,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::super::{SerdeFailure, serde_nodes};
     use super::*;
-
-    /// A small deterministic generator (no randomness crate needed).
-    struct Lcg(u64);
-
-    impl Lcg {
-        fn below(&mut self, n: usize) -> usize {
-            self.0 = self
-                .0
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            ((self.0 >> 33) % n as u64) as usize
-        }
-
-        fn pick<'p>(&mut self, items: &[&'p str]) -> &'p str {
-            items[self.below(items.len())]
-        }
-    }
+    use crate::fixtures::Lcg;
 
     const STRINGS: &[&str] = &[
         r#""""#,
