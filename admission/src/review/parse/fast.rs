@@ -109,42 +109,18 @@ impl<'a> Lexer<'a> {
                 .map(|s| JsonStr::Plain(Cow::Borrowed(s)))
                 .map_err(|_| Halt::Fallback);
         }
-        self.escaped_str(start)
+        self.escaped_str(start, stop)
     }
 
-    /// The rest of [`Lexer::json_str`] for a string with escapes (or a bad byte).
+    /// The rest of [`Lexer::json_str`] for a string whose plain run from `start` ends at `stop`
+    /// with an escape (or a bad byte).
     #[cold]
-    fn escaped_str(&mut self, start: usize) -> R<JsonStr<'a>> {
-        let mut escaped = false;
-        let mut i = start;
-        let end = loop {
-            let stop = string_stop(self.b, i).ok_or(Halt::Fallback)?;
-            match self.b.get(stop) {
-                Some(b'"') => break stop,
-                Some(b'\\') => {
-                    escaped = true;
-                    i = stop + 1;
-                    match self.b.get(i).copied().ok_or(Halt::Fallback)? {
-                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => i += 1,
-                        b'u' => {
-                            let (_, used) = unicode_escape(self.b, i + 1).ok_or(Halt::Fallback)?;
-                            i += 1 + used;
-                        }
-                        _ => return Err(Halt::Fallback),
-                    }
-                }
-                // A control character: serde_json refuses it, and words why.
-                _ => return Err(Halt::Fallback),
-            }
-        };
+    fn escaped_str(&mut self, start: usize, stop: usize) -> R<JsonStr<'a>> {
+        let end = self.string_end::<true>(stop)?;
         self.pos = end + 1;
         let raw = self.b.get(start..end).ok_or(Halt::Fallback)?;
         let raw = std::str::from_utf8(raw).map_err(|_| Halt::Fallback)?;
-        Ok(if escaped {
-            JsonStr::escaped(raw)
-        } else {
-            JsonStr::Plain(Cow::Borrowed(raw))
-        })
+        Ok(JsonStr::escaped(raw))
     }
 
     /// A string, decoded; borrowed from the body unless it holds escapes.
@@ -181,26 +157,40 @@ impl<'a> Lexer<'a> {
     /// A string skipped: escapes checked, nothing decoded.
     fn skip_string(&mut self) -> R<()> {
         self.expect(b'"')?;
+        let end = self.string_end::<false>(self.pos)?;
+        self.pos = end + 1;
+        Ok(())
+    }
+
+    /// The index of the closing quote of the string whose text runs on from `from`. Escapes are checked as serde_json checks them: when the value is
+    /// decoded (`DECODE`) a `\u` escape must make a character (surrogates paired), when it is
+    /// skipped any four hex digits do. A bad escape or a control character: [`Halt::Fallback`]
+    /// (serde_json refuses them, and words why).
+    #[inline]
+    fn string_end<const DECODE: bool>(&self, from: usize) -> R<usize> {
+        let mut i = from;
         loop {
-            let stop = string_stop(self.b, self.pos).ok_or(Halt::Fallback)?;
-            self.pos = stop + 1;
+            let stop = string_stop(self.b, i).ok_or(Halt::Fallback)?;
             match self.b.get(stop) {
-                Some(b'"') => return Ok(()),
-                Some(b'\\') => match self.b.get(self.pos).copied().ok_or(Halt::Fallback)? {
-                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.pos += 1,
-                    b'u' => {
-                        // Any four hex digits: serde_json checks no more when skipping.
-                        let digits = self
-                            .b
-                            .get(self.pos + 1..self.pos + 5)
-                            .ok_or(Halt::Fallback)?;
-                        if !digits.iter().all(u8::is_ascii_hexdigit) {
-                            return Err(Halt::Fallback);
+                Some(b'"') => return Ok(stop),
+                Some(b'\\') => {
+                    i = stop + 1;
+                    match self.b.get(i).copied().ok_or(Halt::Fallback)? {
+                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => i += 1,
+                        b'u' if DECODE => {
+                            let (_, used) = unicode_escape(self.b, i + 1).ok_or(Halt::Fallback)?;
+                            i += 1 + used;
                         }
-                        self.pos += 5;
+                        b'u' => {
+                            let digits = self.b.get(i + 1..i + 5).ok_or(Halt::Fallback)?;
+                            if !digits.iter().all(u8::is_ascii_hexdigit) {
+                                return Err(Halt::Fallback);
+                            }
+                            i += 5;
+                        }
+                        _ => return Err(Halt::Fallback),
                     }
-                    _ => return Err(Halt::Fallback),
-                },
+                }
                 _ => return Err(Halt::Fallback),
             }
         }
