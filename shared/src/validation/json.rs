@@ -277,6 +277,16 @@ impl<'d> Iterator for Members<'d> {
     }
 }
 
+/// Records in the container node at `at` (pushed with `len` and `end` 0) its item count and the
+/// index just past its contents: the nodes pushed since.
+fn close(nodes: &mut [Node<'_>], at: usize, count: usize) {
+    let end = nodes.len();
+    if let Some(Node::Array { len, end: e } | Node::Object { len, end: e }) = nodes.get_mut(at) {
+        *len = count;
+        *e = end;
+    }
+}
+
 /// The node list under construction.
 struct Builder<'a> {
     nodes: Vec<Node<'a>>,
@@ -295,13 +305,7 @@ impl<'a> Builder<'a> {
 
     /// Records the length and end of the container opened at `at`.
     fn close(&mut self, at: usize, count: usize) {
-        let end = self.nodes.len();
-        if let Some(Node::Array { len, end: e } | Node::Object { len, end: e }) =
-            self.nodes.get_mut(at)
-        {
-            *len = count;
-            *e = end;
-        }
+        close(&mut self.nodes, at, count);
     }
 
     fn string<E: de::Error>(&mut self, s: Cow<'a, str>, key: bool) -> Result<(), E> {

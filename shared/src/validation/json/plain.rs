@@ -136,67 +136,60 @@ impl<'a> Scanner<'a> {
     }
 
     fn array(&mut self, depth: usize) -> Option<()> {
-        if depth > MAX_DEPTH {
-            return None;
-        }
-        self.pos += 1; // `[`
-        let at = self.nodes.len();
-        self.nodes.push(Node::Array { len: 0, end: 0 });
-        let mut len = 0;
-        if !self.eat(b']') {
-            loop {
-                self.value(depth)?;
-                len += 1;
-                if self.eat(b',') {
-                    continue;
-                }
-                if self.eat(b']') {
-                    break;
-                }
-                return None;
-            }
-        }
-        let end = self.nodes.len();
-        *self.nodes.get_mut(at)? = Node::Array { len, end };
-        Some(())
+        self.container(depth, Node::Array { len: 0, end: 0 }, b']', |s| {
+            s.value(depth)
+        })
     }
 
     fn object(&mut self, depth: usize) -> Option<()> {
+        self.container(depth, Node::Object { len: 0, end: 0 }, b'}', |s| {
+            s.skip_whitespace();
+            if s.peek() != Some(b'"') {
+                return None;
+            }
+            let key = s.string()?;
+            // serde_json's private marker keys change what `Value` makes of an object.
+            if key.starts_with('$') {
+                return None;
+            }
+            s.nodes.push(Node::String(Cow::Borrowed(key)));
+            if !s.eat(b':') {
+                return None;
+            }
+            s.value(depth)
+        })
+    }
+
+    /// The array or object whose opening bracket is at `pos`: `open` (its node, completed by
+    /// [`super::close`]), then `member` for each item or `key: value` pair up to `close`.
+    fn container(
+        &mut self,
+        depth: usize,
+        open: Node<'a>,
+        close: u8,
+        mut member: impl FnMut(&mut Self) -> Option<()>,
+    ) -> Option<()> {
         if depth > MAX_DEPTH {
             return None;
         }
-        self.pos += 1; // `{`
+        self.pos += 1; // `[` or `{`
         let at = self.nodes.len();
-        self.nodes.push(Node::Object { len: 0, end: 0 });
-        let mut len = 0;
-        if !self.eat(b'}') {
+        self.nodes.push(open);
+        let mut count = 0;
+        if !self.eat(close) {
             loop {
-                self.skip_whitespace();
-                if self.peek() != Some(b'"') {
-                    return None;
-                }
-                let key = self.string()?;
-                // serde_json's private marker keys change what `Value` makes of an object.
-                if key.starts_with('$') {
-                    return None;
-                }
-                self.nodes.push(Node::String(Cow::Borrowed(key)));
-                if !self.eat(b':') {
-                    return None;
-                }
-                self.value(depth)?;
-                len += 1;
+                member(self)?;
+                count += 1;
                 if self.eat(b',') {
                     continue;
                 }
-                if self.eat(b'}') {
+                if self.eat(close) {
                     break;
                 }
                 return None;
             }
         }
-        let end = self.nodes.len();
-        *self.nodes.get_mut(at)? = Node::Object { len, end };
+        super::close(&mut self.nodes, at, count);
         Some(())
     }
 }
