@@ -1,6 +1,14 @@
-//! Test objects: AdmissionReview bodies for TaskSpawners and Tasks.
+//! Test objects: AdmissionReview bodies for TaskSpawners and Tasks, and TaskSpawner caches.
 
+use std::sync::{Arc, Mutex};
+
+use futures::FutureExt;
+use kube::runtime::reflector::store::Writer;
+use kube::runtime::watcher;
 use serde_json::{Value, json};
+
+use crate::cache::{CachedSpawner, Lookup, MissLookup, SpawnerCache, SpawnerHooks};
+use crate::metrics::Metrics;
 
 /// Namespace every fixture lives in.
 pub const NS: &str = "team-a";
@@ -126,29 +134,46 @@ pub fn task_update(old: Value, new: Value, username: &str) -> Vec<u8> {
     review_json("UPDATE", "Task", new, Some(old), username)
 }
 
-/// A synced TaskSpawner cache holding one spawner whose hooks snapshot is `snapshot`; misses find
-/// nothing.
-pub fn cache_with(namespace: &str, name: &str, snapshot: &str) -> crate::cache::SpawnerCache {
-    use std::sync::Arc;
+/// Miss lookups a test cache was asked to make: (namespace, name).
+pub type Calls = Arc<Mutex<Vec<(String, String)>>>;
 
-    use futures::FutureExt;
-    use kube::runtime::reflector::store::Writer;
-    use kube::runtime::watcher;
-
-    use crate::cache::{CachedSpawner, Lookup, MissLookup, SpawnerCache, SpawnerHooks};
-
-    let mut writer: Writer<CachedSpawner> = Writer::default();
+/// A TaskSpawner as the cache holds it.
+pub fn cached_spawner(namespace: &str, name: &str, hooks: SpawnerHooks) -> CachedSpawner {
     let mut s = CachedSpawner::default();
     s.metadata.name = Some(name.into());
     s.metadata.namespace = Some(namespace.into());
-    s.spec.hooks = SpawnerHooks::Snapshot(snapshot.into());
-    writer.apply_watcher_event(&watcher::Event::Apply(s));
-    let miss: MissLookup = Arc::new(|_, _| async { Lookup::NotFound }.boxed());
-    SpawnerCache::new(
-        writer.as_reader(),
-        miss,
-        Arc::new(crate::metrics::Metrics::new()),
+    s.spec.hooks = hooks;
+    s
+}
+
+/// A synced TaskSpawner cache holding `objects`; misses answer `miss` and are recorded.
+pub fn cache(objects: Vec<CachedSpawner>, miss: Lookup) -> (SpawnerCache, Calls) {
+    let mut writer: Writer<CachedSpawner> = Writer::default();
+    writer.apply_watcher_event(&watcher::Event::Init);
+    for o in objects {
+        writer.apply_watcher_event(&watcher::Event::InitApply(o));
+    }
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    let calls = Calls::default();
+    let seen = calls.clone();
+    let lookup: MissLookup = Arc::new(move |ns, name| {
+        if let Ok(mut seen) = seen.lock() {
+            seen.push((ns, name));
+        }
+        let m = miss.clone();
+        async move { m }.boxed()
+    });
+    (
+        SpawnerCache::new(writer.as_reader(), lookup, Arc::new(Metrics::new())),
+        calls,
     )
+}
+
+/// A synced TaskSpawner cache holding one spawner whose hooks snapshot is `snapshot`; misses find
+/// nothing.
+pub fn cache_with(namespace: &str, name: &str, snapshot: &str) -> SpawnerCache {
+    let spawner = cached_spawner(namespace, name, SpawnerHooks::Snapshot(snapshot.into()));
+    cache(vec![spawner], Lookup::NotFound).0
 }
 
 /// `body` (a review) re-written in the field order the API server uses (Go struct order: `kind`,

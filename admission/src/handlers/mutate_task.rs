@@ -54,56 +54,23 @@ pub async fn handle(req: &Request<'_>, cache: &SpawnerCache) -> Decision {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
-    use std::sync::{Arc, Mutex};
-
-    use futures::FutureExt;
     use kelos_hooks_shared::annotations::ON_COMPLETION;
-    use kube::runtime::reflector::store::Writer;
-    use kube::runtime::watcher;
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::cache::{CachedSpawner, Lookup, MissLookup};
-    use crate::fixtures::{self, NS, SPAWNER};
-    use crate::metrics::Metrics;
+    use crate::cache::Lookup;
+    use crate::fixtures::{self, Calls, NS, SPAWNER, cache, cached_spawner};
     use crate::review::{Needs, parse};
-
-    type Calls = Arc<Mutex<Vec<(String, String)>>>;
 
     const SNAP: &str = r#"{"hooks":[{"name":"a","webhook":{"url":"https://h.example.com/x"}}]}"#;
 
-    fn spawner(ns: &str, name: &str, hooks: SpawnerHooks) -> CachedSpawner {
-        let mut s = CachedSpawner::default();
-        s.metadata.name = Some(name.into());
-        s.metadata.namespace = Some(ns.into());
-        s.spec.hooks = hooks;
-        s
-    }
-
-    /// A cache holding `objects`; misses answer `miss` and are recorded.
-    fn cache(objects: Vec<CachedSpawner>, miss: Lookup) -> (SpawnerCache, Calls) {
-        let mut writer: Writer<CachedSpawner> = Writer::default();
-        writer.apply_watcher_event(&watcher::Event::Init);
-        for o in objects {
-            writer.apply_watcher_event(&watcher::Event::InitApply(o));
-        }
-        writer.apply_watcher_event(&watcher::Event::InitDone);
-        let calls = Arc::new(Mutex::new(Vec::new()));
-        let seen = calls.clone();
-        let lookup: MissLookup = Arc::new(move |ns, name| {
-            seen.lock().unwrap().push((ns, name));
-            let m = miss.clone();
-            async move { m }.boxed()
-        });
-        (
-            SpawnerCache::new(writer.as_reader(), lookup, Arc::new(Metrics::new())),
-            calls,
-        )
-    }
-
     fn with_hooks() -> (SpawnerCache, Calls) {
         cache(
-            vec![spawner(NS, SPAWNER, SpawnerHooks::Snapshot(SNAP.into()))],
+            vec![cached_spawner(
+                NS,
+                SPAWNER,
+                SpawnerHooks::Snapshot(SNAP.into()),
+            )],
             Lookup::NotFound,
         )
     }
@@ -172,7 +139,7 @@ mod tests {
     #[tokio::test]
     async fn spawner_in_another_namespace_does_not_count() {
         let (c, calls) = cache(
-            vec![spawner(
+            vec![cached_spawner(
                 "other",
                 SPAWNER,
                 SpawnerHooks::Snapshot(SNAP.into()),
@@ -190,7 +157,7 @@ mod tests {
     #[tokio::test]
     async fn spawner_without_hooks_removes_a_forged_annotation() {
         let (c, _) = cache(
-            vec![spawner(NS, SPAWNER, SpawnerHooks::None)],
+            vec![cached_spawner(NS, SPAWNER, SpawnerHooks::None)],
             Lookup::NotFound,
         );
         let d = run(&c, fixtures::spawned_task(json!({ON_COMPLETION: "forged"}))).await;
@@ -238,7 +205,7 @@ mod tests {
     #[tokio::test]
     async fn invalid_spawner_hooks_are_not_copied_and_warned() {
         let (c, _) = cache(
-            vec![spawner(
+            vec![cached_spawner(
                 NS,
                 SPAWNER,
                 SpawnerHooks::Invalid("hooks[0].webhook.url: must use https".into()),
