@@ -74,9 +74,9 @@ for op in json.loads(base64.b64decode(r["patch"])):
     for p in parents:
         target = target[p]
     target[last] = op["value"]
-json.dump(review, open(sys.argv[2], "w"))
+json.dump(review, open(sys.argv[2], "w"), separators=(",", ":"))
 review["request"]["object"]["metadata"]["labels"]["kelos.dev/taskspawner"] = "not-cached"
-json.dump(review, open(sys.argv[3], "w"))' "$dir/bodies/mutate-task.json" \
+json.dump(review, open(sys.argv[3], "w"), separators=(",", ":"))' "$dir/bodies/mutate-task.json" \
     "$dir/bodies/validate-task.json" "$dir/bodies/validate-task-uncached.json" ||
   die "mutate did not return a patch"
 rss_idle=$(rss VmRSS)

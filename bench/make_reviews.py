@@ -61,9 +61,10 @@ def review(kind, resource, obj, operation="CREATE"):
         "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"}}}
 
 os.makedirs(out, exist_ok=True)
-json.dump(spawner, open(f"{out}/taskspawner.json", "w"))
+json.dump(spawner, open(f"{out}/taskspawner.json", "w"), separators=(",", ":"))
 for name, body in [("mutate-task", review("Task", "tasks", task)),
                    ("validate-taskspawner", review("TaskSpawner", "taskspawners", spawner))]:
-    text = json.dumps(body)
+    # Compact, as the API server writes AdmissionReviews (no spaces after `:` and `,`).
+    text = json.dumps(body, separators=(",", ":"))
     open(f"{out}/{name}.json", "w").write(text)
     print(f"{name}.json: {len(text)} bytes", file=sys.stderr)

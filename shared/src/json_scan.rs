@@ -12,20 +12,37 @@ const fn bytes_below(word: u64, n: u8) -> u64 {
     word.wrapping_sub(splat(n)) & !word & splat(0x80)
 }
 
-/// The index of the first byte of `word` (little-endian) that is a quote, a backslash or a
-/// control character, or (with `NON_ASCII`) a byte of 0x80 or above, if any.
-const fn first_string_stop<const NON_ASCII: bool>(word: u64) -> Option<usize> {
+/// The high bit of each byte of `word` (little-endian) that is a quote, a backslash or a control
+/// character, or (with `NON_ASCII`) a byte of 0x80 or above; possibly also of other bytes after
+/// the first such one (see [`bytes_below`]), never of bytes before it.
+const fn stops<const NON_ASCII: bool>(word: u64) -> u64 {
     let mut stops = bytes_below(word ^ splat(b'"'), 1)
         | bytes_below(word ^ splat(b'\\'), 1)
         | bytes_below(word, 0x20);
     if NON_ASCII {
         stops |= word & splat(0x80);
     }
+    stops
+}
+
+/// The index of the first byte of `word` (little-endian) that is a quote, a backslash or a
+/// control character, or (with `NON_ASCII`) a byte of 0x80 or above, if any.
+const fn first_string_stop<const NON_ASCII: bool>(word: u64) -> Option<usize> {
+    let stops = stops::<NON_ASCII>(word);
     if stops == 0 {
         None
     } else {
         Some(stops.trailing_zeros() as usize / 8)
     }
+}
+
+/// Candidate stops (`"`, `\\`, control characters) of the eight bytes at `from`, for a reader
+/// that handles several stops per load (escape-heavy strings): the high bit of every such byte is
+/// set, and possibly of a few other bytes after the first one, so the caller checks each
+/// candidate's byte. `None` when fewer than eight bytes are left (use [`string_stop`] there).
+pub fn string_stop_candidates(bytes: &[u8], from: usize) -> Option<u64> {
+    let chunk = bytes.get(from..from.checked_add(8)?)?;
+    Some(stops::<false>(u64::from_le_bytes(chunk.try_into().ok()?)))
 }
 
 fn is_stop<const NON_ASCII: bool>(b: u8) -> bool {
@@ -87,6 +104,25 @@ mod tests {
                     }
                     assert_eq!(string_stop(&bytes, at + 1), None);
                     assert_eq!(ascii_string_stop(&bytes, at + 1), None);
+                }
+            }
+            // Candidates cover every stop of each eight-byte window.
+            let mut bytes: Vec<u8> = (0..len).map(|i| b' ' + (i * 7 % 90) as u8).collect();
+            for (i, b) in bytes.iter_mut().enumerate() {
+                if i % 3 == 0 {
+                    *b = [b'"', b'\\', 0, 0x1f, b'#', b']'][i / 3 % 6];
+                }
+            }
+            for from in 0..len {
+                let Some(mask) = string_stop_candidates(&bytes, from) else {
+                    assert!(from + 8 > len);
+                    continue;
+                };
+                for k in 0..8 {
+                    let b = bytes[from + k];
+                    if b == b'"' || b == b'\\' || b < 0x20 {
+                        assert_ne!(mask & (0x80 << (8 * k)), 0, "{from} {k}");
+                    }
                 }
             }
             let plain: Vec<u8> = (0..len as u8).map(|i| b' ' + (i % 90)).collect();

@@ -130,6 +130,9 @@ pub(crate) fn object<'v>(
 /// and returns the raw values of the allowed ones, `null` included, in `allowed` order: one pass
 /// over the members instead of a search per field. As in a `serde_json::Value`, the last of
 /// duplicate keys counts.
+///
+/// Inlined, so that each call compares keys with its constant field names without a `memcmp`.
+#[inline(always)]
 pub(crate) fn known_fields<'v, const N: usize>(
     members: Members<'v>,
     path: &Path<'_>,
@@ -145,17 +148,23 @@ pub(crate) fn known_fields<'v, const N: usize>(
         }
     }
     if any_unknown {
-        // Once per key, in the order a `serde_json::Map` keeps (sorted, or first insertion with
-        // serde_json's `preserve_order`), as when validation walked a `Value`.
-        let unknown: Map<String, Value> = members
-            .filter(|(key, _)| !allowed.contains(key))
-            .map(|(key, _)| (key.to_owned(), Value::Null))
-            .collect();
-        for key in unknown.keys() {
-            unknown_field(key, path, allowed, report);
-        }
+        unknown_fields(members, path, allowed, report);
     }
     found
+}
+
+/// Reports each key of `members` that is not in `allowed`.
+#[cold]
+fn unknown_fields(members: Members<'_>, path: &Path<'_>, allowed: &[&str], report: &mut Report) {
+    // Once per key, in the order a `serde_json::Map` keeps (sorted, or first insertion with
+    // serde_json's `preserve_order`), as when validation walked a `Value`.
+    let unknown: Map<String, Value> = members
+        .filter(|(key, _)| !allowed.contains(key))
+        .map(|(key, _)| (key.to_owned(), Value::Null))
+        .collect();
+    for key in unknown.keys() {
+        unknown_field(key, path, allowed, report);
+    }
 }
 
 /// Treats `null` like an absent field (as Kubernetes does for optional fields, and serde does for

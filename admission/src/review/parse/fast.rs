@@ -11,7 +11,7 @@
 
 use std::borrow::Cow;
 
-use kelos_hooks_shared::json_scan::{ascii_string_stop, string_stop};
+use kelos_hooks_shared::json_scan::{ascii_string_stop, string_stop, string_stop_candidates};
 
 use super::{Progress, Side, State};
 use crate::review::json_str::{unescape, unicode_escape};
@@ -162,37 +162,75 @@ impl<'a> Lexer<'a> {
         Ok(())
     }
 
-    /// The index of the closing quote of the string whose text runs on from `from`. Escapes are checked as serde_json checks them: when the value is
-    /// decoded (`DECODE`) a `\u` escape must make a character (surrogates paired), when it is
-    /// skipped any four hex digits do. A bad escape or a control character: [`Halt::Fallback`]
-    /// (serde_json refuses them, and words why).
+    /// The index of the closing quote of the string whose text runs on from `from`. Escapes are
+    /// checked as serde_json checks them: when the value is decoded (`DECODE`) a `\u` escape must
+    /// make a character (surrogates paired), when it is skipped any four hex digits do. A bad
+    /// escape or a control character: [`Halt::Fallback`] (serde_json refuses them, and words why).
+    ///
+    /// Eight bytes are loaded at a time and every stop among them is handled before the next load:
+    /// JSON kept in an annotation has an escaped quote every few bytes.
     #[inline]
     fn string_end<const DECODE: bool>(&self, from: usize) -> R<usize> {
         let mut i = from;
         loop {
-            let stop = string_stop(self.b, i).ok_or(Halt::Fallback)?;
-            match self.b.get(stop) {
-                Some(b'"') => return Ok(stop),
-                Some(b'\\') => {
-                    i = stop + 1;
-                    match self.b.get(i).copied().ok_or(Halt::Fallback)? {
-                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => i += 1,
-                        b'u' if DECODE => {
-                            let (_, used) = unicode_escape(self.b, i + 1).ok_or(Halt::Fallback)?;
-                            i += 1 + used;
-                        }
-                        b'u' => {
-                            let digits = self.b.get(i + 1..i + 5).ok_or(Halt::Fallback)?;
-                            if !digits.iter().all(u8::is_ascii_hexdigit) {
-                                return Err(Halt::Fallback);
-                            }
-                            i += 5;
-                        }
-                        _ => return Err(Halt::Fallback),
-                    }
+            let Some(mut stops) = string_stop_candidates(self.b, i) else {
+                // The last few bytes: one exact stop at a time.
+                let at = string_stop(self.b, i).ok_or(Halt::Fallback)?;
+                match self.after_stop::<DECODE>(at)? {
+                    None => return Ok(at),
+                    Some(next) => i = next,
                 }
-                _ => return Err(Halt::Fallback),
+                continue;
+            };
+            loop {
+                if stops == 0 {
+                    i += 8;
+                    break;
+                }
+                let at = i + stops.trailing_zeros() as usize / 8;
+                match self.after_stop::<DECODE>(at)? {
+                    None => return Ok(at),
+                    Some(next) if next >= i + 8 => {
+                        i = next;
+                        break;
+                    }
+                    // Candidates before `next` are done with (or inside the escape).
+                    Some(next) => stops &= u64::MAX << ((next - i) * 8),
+                }
             }
+        }
+    }
+
+    /// The byte at `at`, a candidate stop inside a string: `None` for the closing quote, else
+    /// where the string's text resumes (after an escape, or right after a byte that is no stop).
+    #[inline(always)]
+    fn after_stop<const DECODE: bool>(&self, at: usize) -> R<Option<usize>> {
+        match *self.b.get(at).ok_or(Halt::Fallback)? {
+            b'"' => Ok(None),
+            b'\\' => match self.b.get(at + 1) {
+                Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => Ok(Some(at + 2)),
+                _ => self.unicode_escape_end::<DECODE>(at + 1).map(Some),
+            },
+            b if b < 0x20 => Err(Halt::Fallback),
+            _ => Ok(Some(at + 1)),
+        }
+    }
+
+    /// The end of the `\u` escape whose `u` is at `at` (anything else there is a bad escape).
+    #[cold]
+    fn unicode_escape_end<const DECODE: bool>(&self, at: usize) -> R<usize> {
+        if self.b.get(at) != Some(&b'u') {
+            return Err(Halt::Fallback);
+        }
+        if DECODE {
+            let (_, used) = unicode_escape(self.b, at + 1).ok_or(Halt::Fallback)?;
+            return Ok(at + 1 + used);
+        }
+        let digits = self.b.get(at + 1..at + 5).ok_or(Halt::Fallback)?;
+        if digits.iter().all(u8::is_ascii_hexdigit) {
+            Ok(at + 5)
+        } else {
+            Err(Halt::Fallback)
         }
     }
 

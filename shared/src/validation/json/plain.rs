@@ -29,169 +29,158 @@ pub(super) fn parse(text: &str) -> Option<Vec<Node<'_>>> {
 /// The nodes of the value at the start of `text` (after whitespace) and the offset just after
 /// it, or `None` when that value is outside the plain subset. `size_hint`: the value's likely
 /// length in bytes, for the node list's capacity.
+///
+/// One loop with an explicit stack of open containers rather than a recursive descent: a value
+/// costs a few branches, not a call.
 pub(super) fn parse_prefix(text: &str, size_hint: usize) -> Option<(Vec<Node<'_>>, usize)> {
-    let mut scanner = Scanner {
-        text,
-        pos: 0,
-        // About one node per 10 bytes of typical JSON: usually no regrowth.
-        nodes: Vec::with_capacity(size_hint / 8 + 4),
-    };
-    scanner.value(0)?;
-    Some((scanner.nodes, scanner.pos))
-}
-
-struct Scanner<'a> {
-    text: &'a str,
-    pos: usize,
-    nodes: Vec<Node<'a>>,
-}
-
-impl<'a> Scanner<'a> {
-    fn peek(&self) -> Option<u8> {
-        self.text.as_bytes().get(self.pos).copied()
-    }
-
-    /// JSON whitespace, as serde_json reads it.
-    fn skip_whitespace(&mut self) {
-        while matches!(self.peek(), Some(b' ' | b'\n' | b'\t' | b'\r')) {
-            self.pos += 1;
-        }
-    }
-
-    /// Skips whitespace, then consumes `byte` if it comes next.
-    fn eat(&mut self, byte: u8) -> bool {
-        self.skip_whitespace();
-        let found = self.peek() == Some(byte);
-        if found {
-            self.pos += 1;
-        }
-        found
-    }
-
-    fn value(&mut self, depth: usize) -> Option<()> {
-        self.skip_whitespace();
-        match self.peek()? {
+    let bytes = text.as_bytes();
+    // About one node per 10 bytes of typical JSON: usually no regrowth.
+    let mut nodes = Vec::with_capacity(size_hint / 8 + 4);
+    // The node index of each open container, outermost first; `depth` of them are open.
+    let mut open = [0usize; MAX_DEPTH];
+    let mut depth = 0;
+    let mut pos = 0;
+    'value: loop {
+        pos = skip_whitespace(bytes, pos);
+        match *bytes.get(pos)? {
             b'"' => {
-                let s = self.string()?;
-                self.nodes.push(Node::String(Cow::Borrowed(s)));
+                let (s, end) = string(text, pos)?;
+                nodes.push(Node::String(Cow::Borrowed(s)));
+                pos = end;
             }
-            b'{' => self.object(depth + 1)?,
-            b'[' => self.array(depth + 1)?,
-            b't' => self.literal("true", Node::Bool)?,
-            b'f' => self.literal("false", Node::Bool)?,
-            b'n' => self.literal("null", Node::Null)?,
-            b'-' | b'0'..=b'9' => self.integer()?,
-            _ => return None,
-        }
-        Some(())
-    }
-
-    /// A string at `pos` (its opening quote) with no escape and no control character.
-    fn string(&mut self) -> Option<&'a str> {
-        let bytes = self.text.as_bytes();
-        let start = self.pos + 1;
-        let end = string_stop(bytes, start)?;
-        if bytes.get(end) != Some(&b'"') {
-            return None;
-        }
-        self.pos = end + 1;
-        // Both ends sit next to an ASCII quote, so on character boundaries.
-        self.text.get(start..end)
-    }
-
-    fn literal(&mut self, word: &str, node: Node<'a>) -> Option<()> {
-        let rest = self.text.get(self.pos..)?;
-        if !rest.starts_with(word) {
-            return None;
-        }
-        self.pos += word.len();
-        self.nodes.push(node);
-        Some(())
-    }
-
-    /// `-?(0|[1-9][0-9]*)` of at most `MAX_DIGITS` digits. A fraction, an exponent or a second
-    /// leading zero right after it is refused here: as a prefix (`read_prefix`) nothing after the
-    /// value would catch `1e5` read as `1`.
-    fn integer(&mut self) -> Option<()> {
-        if self.peek() == Some(b'-') {
-            self.pos += 1;
-        }
-        let start = self.pos;
-        match self.peek()? {
-            b'0' => self.pos += 1,
-            b'1'..=b'9' => {
-                while self.peek().is_some_and(|b| b.is_ascii_digit()) {
-                    self.pos += 1;
+            bracket @ (b'{' | b'[') => {
+                let at = nodes.len();
+                *open.get_mut(depth)? = at;
+                depth += 1;
+                let object = bracket == b'{';
+                nodes.push(if object {
+                    Node::Object { len: 0, end: 0 }
+                } else {
+                    Node::Array { len: 0, end: 0 }
+                });
+                pos = skip_whitespace(bytes, pos + 1);
+                if bytes.get(pos) != Some(&if object { b'}' } else { b']' }) {
+                    if object {
+                        pos = key(text, pos, &mut nodes)?;
+                    }
+                    continue 'value;
                 }
+                // Empty: closed here, with no members.
+                pos += 1;
+                depth -= 1;
+                super::close(&mut nodes, at, None);
+            }
+            b't' => pos = literal(bytes, pos, b"true", Node::Bool, &mut nodes)?,
+            b'f' => pos = literal(bytes, pos, b"false", Node::Bool, &mut nodes)?,
+            b'n' => pos = literal(bytes, pos, b"null", Node::Null, &mut nodes)?,
+            b'-' | b'0'..=b'9' => {
+                pos = integer(bytes, pos)?;
+                nodes.push(Node::Number);
             }
             _ => return None,
         }
-        if self.pos - start > MAX_DIGITS
-            || matches!(self.peek(), Some(b'.' | b'e' | b'E' | b'0'..=b'9'))
-        {
-            return None;
-        }
-        self.nodes.push(Node::Number);
-        Some(())
-    }
-
-    fn array(&mut self, depth: usize) -> Option<()> {
-        self.container(depth, Node::Array { len: 0, end: 0 }, b']', |s| {
-            s.value(depth)
-        })
-    }
-
-    fn object(&mut self, depth: usize) -> Option<()> {
-        self.container(depth, Node::Object { len: 0, end: 0 }, b'}', |s| {
-            s.skip_whitespace();
-            if s.peek() != Some(b'"') {
-                return None;
+        // A value ended: it was the last member of zero or more containers.
+        loop {
+            let Some(&at) = depth.checked_sub(1).and_then(|top| open.get(top)) else {
+                return Some((nodes, pos));
+            };
+            let object = matches!(nodes.get(at), Some(Node::Object { .. }));
+            // Members are counted in the node as they end.
+            if let Some(Node::Array { len, .. } | Node::Object { len, .. }) = nodes.get_mut(at) {
+                *len += 1;
             }
-            let key = s.string()?;
-            // serde_json's private marker keys change what `Value` makes of an object.
-            if key.starts_with('$') {
-                return None;
-            }
-            s.nodes.push(Node::String(Cow::Borrowed(key)));
-            if !s.eat(b':') {
-                return None;
-            }
-            s.value(depth)
-        })
-    }
-
-    /// The array or object whose opening bracket is at `pos`: `open` (its node, completed by
-    /// [`super::close`]), then `member` for each item or `key: value` pair up to `close`.
-    fn container(
-        &mut self,
-        depth: usize,
-        open: Node<'a>,
-        close: u8,
-        mut member: impl FnMut(&mut Self) -> Option<()>,
-    ) -> Option<()> {
-        if depth > MAX_DEPTH {
-            return None;
-        }
-        self.pos += 1; // `[` or `{`
-        let at = self.nodes.len();
-        self.nodes.push(open);
-        let mut count = 0;
-        if !self.eat(close) {
-            loop {
-                member(self)?;
-                count += 1;
-                if self.eat(b',') {
-                    continue;
+            pos = skip_whitespace(bytes, pos);
+            match *bytes.get(pos)? {
+                b',' => {
+                    pos += 1;
+                    if object {
+                        pos = key(text, skip_whitespace(bytes, pos), &mut nodes)?;
+                    }
+                    continue 'value;
                 }
-                if self.eat(close) {
-                    break;
-                }
-                return None;
+                b'}' if object => {}
+                b']' if !object => {}
+                _ => return None,
+            }
+            pos += 1;
+            depth -= 1;
+            super::close(&mut nodes, at, None);
+        }
+    }
+}
+
+/// JSON whitespace from `pos` on, as serde_json reads it; the offset after it.
+fn skip_whitespace(bytes: &[u8], mut pos: usize) -> usize {
+    while matches!(bytes.get(pos), Some(b' ' | b'\n' | b'\t' | b'\r')) {
+        pos += 1;
+    }
+    pos
+}
+
+/// A member's key at `pos` (its opening quote) and the `:` after it; the offset after the `:`.
+fn key<'a>(text: &'a str, pos: usize, nodes: &mut Vec<Node<'a>>) -> Option<usize> {
+    if text.as_bytes().get(pos) != Some(&b'"') {
+        return None;
+    }
+    let (key, end) = string(text, pos)?;
+    // serde_json's private marker keys change what `Value` makes of an object.
+    if key.starts_with('$') {
+        return None;
+    }
+    nodes.push(Node::String(Cow::Borrowed(key)));
+    let colon = skip_whitespace(text.as_bytes(), end);
+    (text.as_bytes().get(colon) == Some(&b':')).then_some(colon + 1)
+}
+
+/// The string whose opening quote is at `pos`, with no escape and no control character, and the
+/// offset after its closing quote.
+fn string(text: &str, pos: usize) -> Option<(&str, usize)> {
+    let start = pos + 1;
+    let end = string_stop(text.as_bytes(), start)?;
+    if text.as_bytes().get(end) != Some(&b'"') {
+        return None;
+    }
+    // Both ends sit next to an ASCII quote, so on character boundaries.
+    Some((text.get(start..end)?, end + 1))
+}
+
+fn literal<'a>(
+    bytes: &[u8],
+    pos: usize,
+    word: &[u8],
+    node: Node<'a>,
+    nodes: &mut Vec<Node<'a>>,
+) -> Option<usize> {
+    let end = pos + word.len();
+    if bytes.get(pos..end)? != word {
+        return None;
+    }
+    nodes.push(node);
+    Some(end)
+}
+
+/// `-?(0|[1-9][0-9]*)` of at most `MAX_DIGITS` digits at `pos`; the offset after it. A fraction,
+/// an exponent or a second leading zero right after it is refused here: as a prefix
+/// (`read_prefix`) nothing after the value would catch `1e5` read as `1`.
+fn integer(bytes: &[u8], mut pos: usize) -> Option<usize> {
+    if bytes.get(pos) == Some(&b'-') {
+        pos += 1;
+    }
+    let start = pos;
+    match *bytes.get(pos)? {
+        b'0' => pos += 1,
+        b'1'..=b'9' => {
+            while bytes.get(pos).is_some_and(u8::is_ascii_digit) {
+                pos += 1;
             }
         }
-        super::close(&mut self.nodes, at, count);
-        Some(())
+        _ => return None,
     }
+    if pos - start > MAX_DIGITS || matches!(bytes.get(pos), Some(b'.' | b'e' | b'E' | b'0'..=b'9'))
+    {
+        return None;
+    }
+    Some(pos)
 }
 
 #[cfg(test)]
