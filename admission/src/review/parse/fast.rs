@@ -155,6 +155,7 @@ impl<'a> Lexer<'a> {
     }
 
     /// A string skipped: escapes checked, nothing decoded.
+    #[inline]
     fn skip_string(&mut self) -> R<()> {
         self.expect(b'"')?;
         // Most strings have no escape: their first stop is the closing quote.
