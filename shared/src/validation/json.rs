@@ -277,14 +277,12 @@ impl<'d> Iterator for Members<'d> {
     }
 }
 
-/// Records in the container node at `at` (pushed with `len` and `end` 0) the index just past its
-/// contents (the nodes pushed since) and, unless counted there already, its item `count`.
-fn close(nodes: &mut [Node<'_>], at: usize, count: Option<usize>) {
+/// Records in the container node at `at` (pushed with `len` and `end` 0) its item count and the
+/// index just past its contents: the nodes pushed since.
+fn close(nodes: &mut [Node<'_>], at: usize, count: usize) {
     let end = nodes.len();
     if let Some(Node::Array { len, end: e } | Node::Object { len, end: e }) = nodes.get_mut(at) {
-        if let Some(count) = count {
-            *len = count;
-        }
+        *len = count;
         *e = end;
     }
 }
@@ -307,7 +305,7 @@ impl<'a> Builder<'a> {
 
     /// Records the length and end of the container opened at `at`.
     fn close(&mut self, at: usize, count: usize) {
-        close(&mut self.nodes, at, Some(count));
+        close(&mut self.nodes, at, count);
     }
 
     fn string<E: de::Error>(&mut self, s: Cow<'a, str>, key: bool) -> Result<(), E> {

@@ -36,8 +36,8 @@ pub(super) fn parse_prefix(text: &str, size_hint: usize) -> Option<(Vec<Node<'_>
     let bytes = text.as_bytes();
     // About one node per 10 bytes of typical JSON: usually no regrowth.
     let mut nodes = Vec::with_capacity(size_hint / 8 + 4);
-    // The node index of each open container, outermost first; `depth` of them are open.
-    let mut open = [0usize; MAX_DEPTH];
+    // Each open container, outermost first (`depth` of them): its node index, members so far.
+    let mut open = [(0usize, 0usize); MAX_DEPTH];
     let mut depth = 0;
     let mut pos = 0;
     'value: loop {
@@ -50,7 +50,7 @@ pub(super) fn parse_prefix(text: &str, size_hint: usize) -> Option<(Vec<Node<'_>
             }
             bracket @ (b'{' | b'[') => {
                 let at = nodes.len();
-                *open.get_mut(depth)? = at;
+                *open.get_mut(depth)? = (at, 0);
                 depth += 1;
                 let object = bracket == b'{';
                 nodes.push(if object {
@@ -68,7 +68,7 @@ pub(super) fn parse_prefix(text: &str, size_hint: usize) -> Option<(Vec<Node<'_>
                 // Empty: closed here, with no members.
                 pos += 1;
                 depth -= 1;
-                super::close(&mut nodes, at, None);
+                super::close(&mut nodes, at, 0);
             }
             b't' => pos = literal(bytes, pos, b"true", Node::Bool, &mut nodes)?,
             b'f' => pos = literal(bytes, pos, b"false", Node::Bool, &mut nodes)?,
@@ -81,14 +81,12 @@ pub(super) fn parse_prefix(text: &str, size_hint: usize) -> Option<(Vec<Node<'_>
         }
         // A value ended: it was the last member of zero or more containers.
         loop {
-            let Some(&at) = depth.checked_sub(1).and_then(|top| open.get(top)) else {
+            let Some((at, count)) = depth.checked_sub(1).and_then(|top| open.get_mut(top)) else {
                 return Some((nodes, pos));
             };
+            *count += 1;
+            let (at, count) = (*at, *count);
             let object = matches!(nodes.get(at), Some(Node::Object { .. }));
-            // Members are counted in the node as they end.
-            if let Some(Node::Array { len, .. } | Node::Object { len, .. }) = nodes.get_mut(at) {
-                *len += 1;
-            }
             pos = skip_whitespace(bytes, pos);
             match *bytes.get(pos)? {
                 b',' => {
@@ -104,7 +102,7 @@ pub(super) fn parse_prefix(text: &str, size_hint: usize) -> Option<(Vec<Node<'_>
             }
             pos += 1;
             depth -= 1;
-            super::close(&mut nodes, at, None);
+            super::close(&mut nodes, at, count);
         }
     }
 }
