@@ -175,6 +175,7 @@ mod tests {
 
     use super::*;
     use crate::fixtures;
+    use kelos_hooks_runtime::ProbeMetrics as _;
 
     const SNAP: &str = r#"{"hooks":[{"name":"a","webhook":{"url":"https://h.example.com/x"}}]}"#;
 

@@ -19,9 +19,12 @@ use kube::{Api, Client, Resource};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::health::Health;
 use crate::metrics::{Metrics, MissResult};
 use crate::patch::Snapshot;
+use kelos_hooks_runtime::Health;
+
+/// Readiness check: the TaskSpawner cache has listed everything once.
+pub const READY_CHECK: &str = "TaskSpawner cache";
 
 /// The hooks a spawner hands to its Tasks, computed once per spawner change.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -170,7 +173,7 @@ impl SpawnerCache {
     /// The metrics text (tests check miss counting through it).
     #[cfg(test)]
     pub fn metrics_text(&self) -> String {
-        self.metrics.encode()
+        kelos_hooks_runtime::ProbeMetrics::encode(&*self.metrics)
     }
 
     /// The cached hooks of a spawner (no I/O).
@@ -243,7 +246,7 @@ pub async fn run_reflector(
         match event {
             Ok(watcher::Event::InitDone) if !synced => {
                 synced = true;
-                health.set_cache_synced();
+                health.clear(READY_CHECK);
                 metrics.cache_synced.set(1);
                 tracing::info!(objects = store.len(), "TaskSpawner cache synced");
             }

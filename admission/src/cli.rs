@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
 /// Default identity allowed to change `kelos.dev/webhook-*` Task annotations.
 pub const DEFAULT_DISPATCHER_IDENTITY: &str =
@@ -31,15 +31,7 @@ pub enum Command {
     Crds,
 }
 
-/// Log output format.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Text,
-    /// One JSON object per line.
-    Json,
-}
+pub use kelos_hooks_runtime::LogFormat;
 
 /// Flags shared by `serve` and `validate`.
 #[derive(Clone, Debug, Default, Args)]
@@ -203,28 +195,18 @@ pub struct SelfManagedArgs {
     )]
     pub mutating_webhook_config: Option<String>,
     /// Lifetime of each serving certificate (e.g. 365d, 90d, 10m).
-    #[arg(long = "cert-validity", env = "KELOS_HOOKS_CERT_VALIDITY", default_value = "365d", value_parser = parse_long_duration)]
+    #[arg(long = "cert-validity", env = "KELOS_HOOKS_CERT_VALIDITY", default_value = "365d", value_parser = parse_positive_duration)]
     pub cert_validity: Duration,
     /// Lifetime of the CA.
-    #[arg(long = "ca-validity", env = "KELOS_HOOKS_CA_VALIDITY", default_value = "3650d", value_parser = parse_long_duration)]
+    #[arg(long = "ca-validity", env = "KELOS_HOOKS_CA_VALIDITY", default_value = "3650d", value_parser = parse_positive_duration)]
     pub ca_validity: Duration,
     /// Renew a certificate (serving or CA) once it has less than this left; must be shorter
     /// than both validities.
-    #[arg(long = "renew-before", env = "KELOS_HOOKS_RENEW_BEFORE", default_value = "30d", value_parser = parse_long_duration)]
+    #[arg(long = "renew-before", env = "KELOS_HOOKS_RENEW_BEFORE", default_value = "30d", value_parser = parse_positive_duration)]
     pub renew_before: Duration,
     /// How often the Secret and caBundle are re-checked (failures retry sooner).
-    #[arg(long = "cert-check-interval", env = "KELOS_HOOKS_CERT_CHECK_INTERVAL", default_value = "1h", value_parser = parse_long_duration)]
+    #[arg(long = "cert-check-interval", env = "KELOS_HOOKS_CERT_CHECK_INTERVAL", default_value = "1h", value_parser = parse_positive_duration)]
     pub check_interval: Duration,
-}
-
-/// Parses humantime durations: `365d`, `90d`, `1h`, `2m50s`, `500ms`.
-pub fn parse_long_duration(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s.trim())
-        .map_err(|e| format!("invalid duration {s:?} ({e}; use e.g. 90d, 12h, 10m, 2m50s)"))?;
-    if d.is_zero() {
-        return Err(format!("duration {s:?} must be positive"));
-    }
-    Ok(d)
 }
 
 /// `validate` flags.
@@ -241,33 +223,36 @@ pub struct ValidateArgs {
     pub policy: PolicyArgs,
 }
 
-pub use kelos_hooks_shared::duration::parse as parse_duration;
+use kelos_hooks_shared::duration::{
+    parse as parse_duration, parse_positive as parse_positive_duration,
+};
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    /// The flags take the shared syntax (shared::duration has the parser's own tests).
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
-        assert!(parse_duration("5x").is_err());
-        assert!(parse_duration("").is_err());
-    }
-
-    #[test]
-    fn long_durations() {
+    fn duration_flags() {
+        let serve = |extra: &[&str]| {
+            let mut argv = vec!["kelos-hooks-admission", "serve"];
+            argv.extend_from_slice(extra);
+            Cli::try_parse_from(argv).map(|c| match c.command {
+                Command::Serve(a) => a,
+                _ => unreachable!(),
+            })
+        };
+        let a = serve(&["--shutdown-delay", "0s", "--drain-timeout", "2m30s"]).unwrap();
+        assert_eq!(a.shutdown_delay, Duration::ZERO);
+        assert_eq!(a.drain_timeout, Duration::from_secs(150));
+        let a = serve(&["--self-managed-certs", "--cert-validity", "90d"]).unwrap();
         assert_eq!(
-            parse_long_duration("365d"),
-            Ok(Duration::from_secs(365 * 86_400))
+            a.self_managed.cert_validity,
+            Duration::from_secs(90 * 86_400)
         );
-        assert_eq!(parse_long_duration("2m50s"), Ok(Duration::from_secs(170)));
-        assert_eq!(parse_long_duration("10m"), Ok(Duration::from_secs(600)));
-        assert!(parse_long_duration("0s").is_err());
-        assert!(parse_long_duration("soon").is_err());
+        assert!(serve(&["--cert-validity", "0s"]).is_err());
+        assert!(serve(&["--drain-timeout", "5x"]).is_err());
     }
 
     #[test]

@@ -10,8 +10,11 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client, Resource};
 
-use crate::health::Health;
 use crate::metrics::Metrics;
+use kelos_hooks_runtime::Health;
+
+/// Readiness check: the TaskSpawner CRD keeps `spec.onCompletion`.
+pub const READY_CHECK: &str = "TaskSpawner CRD";
 
 /// Name of the CRD checked.
 pub const CRD_NAME: &str = "taskspawners.kelos.dev";
@@ -89,7 +92,7 @@ pub async fn run(client: Client, health: Arc<Health>, metrics: Arc<Metrics>, int
                 continue;
             }
         };
-        health.set_crd_problem(problem.clone());
+        health.set(READY_CHECK, problem.clone());
         metrics.crd_problem.set(i64::from(problem.is_some()));
         if problem == last {
             continue;

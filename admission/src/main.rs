@@ -9,13 +9,11 @@ mod error;
 #[cfg(test)]
 mod fixtures;
 mod handlers;
-mod health;
 mod metrics;
 mod patch;
 mod review;
 mod self_managed;
 mod server;
-mod telemetry;
 mod tls;
 mod validate_cmd;
 
@@ -31,8 +29,8 @@ use crate::admission::AppState;
 use crate::cache::{CachedSpawner, SpawnerCache};
 use crate::cli::{Cli, Command, ServeArgs};
 use crate::error::{Error, Result};
-use crate::health::Health;
 use crate::metrics::Metrics;
+use kelos_hooks_runtime::{Health, shutdown, telemetry};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -77,28 +75,6 @@ async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener> {
         .map_err(|source| Error::Bind { addr, source })
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-}
-
 async fn serve(args: ServeArgs) -> Result<()> {
     // kube's client and our server share the ring provider; a second install is harmless.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -112,7 +88,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
         ));
     }
     let metrics = Arc::new(Metrics::new());
-    let health = Arc::new(Health::default());
+    let health = Arc::new(Health::waiting_for(&[
+        (tls::READY_CHECK, "no serving certificate loaded yet"),
+        (cache::READY_CHECK, "TaskSpawner cache not synced yet"),
+    ]));
 
     let webhook_listener = bind(args.listen).await?;
     let probe_listener = bind(args.metrics_listen).await?;
@@ -192,7 +171,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
 
     let probe = axum::serve(
         probe_listener,
-        health::router(health.clone(), metrics.clone()),
+        kelos_hooks_runtime::health::router(health.clone(), metrics.clone()),
     )
     .with_graceful_shutdown(stopped());
     let probe = tokio::spawn(async move {
@@ -204,7 +183,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let shutdown_delay = args.shutdown_delay;
     let health_for_stop = health.clone();
     let begin_stop = async move {
-        shutdown_signal().await;
+        shutdown::terminated().await;
         health_for_stop.set_shutting_down();
         tracing::info!(
             ?shutdown_delay,

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use kelos_hooks_runtime::ProbeMetrics;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -267,13 +268,11 @@ impl Metrics {
             .get_or_create(&ResultLabels { result })
             .inc();
     }
+}
 
-    /// Prometheus text exposition.
-    pub fn encode(&self) -> String {
-        let mut out = String::new();
-        // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+impl ProbeMetrics for Metrics {
+    fn registry(&self) -> &Registry {
+        &self.registry
     }
 }
 

@@ -12,8 +12,11 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
 use crate::error::{Error, Result};
-use crate::health::Health;
 use crate::metrics::Metrics;
+use kelos_hooks_runtime::Health;
+
+/// Readiness check: a serving certificate is loaded.
+pub const READY_CHECK: &str = "serving certificate";
 
 /// The ring provider every TLS object here uses.
 pub fn provider() -> Arc<CryptoProvider> {
@@ -164,7 +167,7 @@ pub async fn run_reloader(
             Poll::Reloaded => {
                 last_error = None;
                 metrics.observe_tls_reload(true);
-                health.set_tls_loaded();
+                health.clear(READY_CHECK);
                 tracing::info!(cert = %files.cert.display(), "serving certificate loaded");
             }
             Poll::Failed(why) => {
@@ -222,6 +225,7 @@ mod reload_tests {
     use std::net::{IpAddr, Ipv4Addr};
 
     use kelos_hooks_certs::{Ca, Issued, San, write_pair};
+    use kelos_hooks_runtime::ProbeMetrics as _;
     use rustls::pki_types::{CertificateDer, ServerName};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
@@ -282,7 +286,13 @@ mod reload_tests {
 
         let resolver = Arc::new(ReloadingResolver::default());
         let metrics = Arc::new(Metrics::new());
-        let health = Arc::new(Health::default());
+        let health = Arc::new(Health::waiting_for(&[
+            (READY_CHECK, "no serving certificate loaded yet"),
+            (
+                crate::cache::READY_CHECK,
+                "TaskSpawner cache not synced yet",
+            ),
+        ]));
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(run_reloader(
             CertFiles::new(&cert, &key),
@@ -346,7 +356,7 @@ mod reload_tests {
             "{text}"
         );
         assert_eq!(
-            health.readiness().unwrap_err(),
+            health.readiness().unwrap_err().to_string(),
             "TaskSpawner cache not synced yet"
         );
         let _ = stop_tx.send(());

@@ -15,21 +15,35 @@ pub fn not_after(cert_pem: &str) -> Result<SystemTime> {
     Ok(to_system_time(cert.validity().not_after.timestamp()))
 }
 
-/// DER of the first `CERTIFICATE` block in `pem_text`.
-pub(crate) fn first_certificate_der(pem_text: &str) -> Result<Vec<u8>> {
+/// DER of every `CERTIFICATE` block in `pem_text`, in order (other blocks are ignored).
+pub fn certificates_der(pem_text: &str) -> Result<Vec<Vec<u8>>> {
     let blocks = pem::parse_many(pem_text)
         .map_err(|e| Error::InvalidCertificate(format!("not valid PEM: {e}")))?;
-    blocks
+    Ok(blocks
         .into_iter()
-        .find(|b| b.tag() == "CERTIFICATE")
+        .filter(|b| b.tag() == "CERTIFICATE")
         .map(pem::Pem::into_contents)
+        .collect())
+}
+
+/// DER of the first `CERTIFICATE` block in `pem_text`.
+pub fn first_certificate_der(pem_text: &str) -> Result<Vec<u8>> {
+    certificates_der(pem_text)?
+        .into_iter()
+        .next()
         .ok_or_else(|| Error::InvalidCertificate("no CERTIFICATE PEM block found".into()))
 }
 
-/// PEM (`CERTIFICATE`, LF line endings) of a DER certificate.
-pub(crate) fn certificate_pem(der: &[u8]) -> String {
+/// PEM (`CERTIFICATE`, 64-column lines, LF line endings) of a DER certificate.
+pub fn certificate_pem(der: &[u8]) -> String {
     let config = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);
     pem::encode_config(&pem::Pem::new("CERTIFICATE", der), config)
+}
+
+/// Time left at `now` before the DER certificate `der` expires (zero once expired).
+pub fn time_left(der: &[u8], now: SystemTime) -> Result<Duration> {
+    let not_after = to_system_time(parse(der)?.validity().not_after.timestamp());
+    Ok(not_after.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// What [`crate::Ca::from_pem`] needs from a CA certificate.
@@ -112,6 +126,9 @@ mod tests {
         let pem = certificate_pem(&der);
         assert!(pem.starts_with("-----BEGIN CERTIFICATE-----\n"));
         assert_eq!(first_certificate_der(&pem).unwrap(), der);
+        let two = format!("{pem}{}", certificate_pem(&[0x30, 0x00]));
+        assert_eq!(certificates_der(&two).unwrap(), [der, vec![0x30, 0x00]]);
+        assert!(certificates_der("").unwrap().is_empty());
     }
 
     #[test]

@@ -21,6 +21,6 @@ pub use error::{Error, Result};
 pub use files::{
     CA_NAME, PRIVATE_MODE, PUBLIC_MODE, load_ca, pair_paths, write_key_pair, write_pair,
 };
-pub use inspect::not_after;
+pub use inspect::{certificate_pem, certificates_der, first_certificate_der, not_after, time_left};
 pub use keypair::{KeyPairPem, generate_key_pair};
 pub use san::San;

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
 /// Watch-driven, at-least-once webhook delivery for kelos Task completions.
 #[derive(Debug, Parser)]
@@ -51,16 +51,9 @@ pub struct CheckUrlArgs {
     pub net: NetArgs,
 }
 
-/// Log output format.
-#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
+pub use kelos_hooks_runtime::LogFormat;
 
-pub use kelos_hooks_shared::duration::parse as parse_duration;
+use kelos_hooks_shared::duration::parse as parse_duration;
 
 /// `run` arguments.
 #[derive(Debug, Args)]
@@ -145,17 +138,6 @@ pub struct RunArgs {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
-        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
-        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
-        assert!(parse_duration("10x").is_err());
-        assert!(parse_duration("").is_err());
-    }
 
     #[test]
     fn cli_is_consistent_and_parses() {

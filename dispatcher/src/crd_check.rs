@@ -9,8 +9,11 @@ use kube::{Api, Client};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::health::Health;
 use crate::metrics::Metrics;
+use kelos_hooks_runtime::Health;
+
+/// Readiness check: the TaskSpawner CRD keeps `spec.onCompletion`.
+pub const READY_CHECK: &str = "TaskSpawner CRD";
 
 /// Name of the CRD checked.
 pub const CRD_NAME: &str = "taskspawners.kelos.dev";
@@ -61,7 +64,7 @@ pub async fn check_once(client: &Client, health: &Health, metrics: &Metrics) -> 
         None => tracing::info!("TaskSpawner CRD declares spec.onCompletion"),
     }
     metrics.crd_ok.set(i64::from(problem.is_none()));
-    *health.crd_problem.write().await = problem.clone();
+    health.set(READY_CHECK, problem.clone());
     problem
 }
 

@@ -24,13 +24,13 @@ use crate::client::SafeClient;
 use crate::deliver::{self, AttemptResult};
 use crate::events::{Events, reason};
 use crate::headers;
-use crate::health::Health;
 use crate::metrics::{Metrics, ResultLabel};
 use crate::outcome::Class;
 use crate::plan::{self, Action, AfterRetryable, Limits};
 use crate::secrets;
 use crate::state_writer::{self, Known, WriteError};
 use crate::webhook_id::webhook_id;
+use kelos_hooks_runtime::Health;
 
 /// Messages into the loop.
 #[derive(Debug)]
@@ -314,10 +314,7 @@ impl Dispatcher {
                     self.forget(&uid);
                 }
             }
-            Msg::Synced => self
-                .health
-                .synced
-                .store(true, std::sync::atomic::Ordering::Relaxed),
+            Msg::Synced => self.health.clear(crate::watch::READY_CHECK),
             Msg::Hooks {
                 uid,
                 spawner,

@@ -11,7 +11,6 @@ mod dispatch;
 mod error;
 mod events;
 mod headers;
-mod health;
 mod leader;
 mod metrics;
 mod outcome;
@@ -20,7 +19,6 @@ mod resolve;
 mod secrets;
 mod sign;
 mod state_writer;
-mod telemetry;
 mod watch;
 mod webhook_id;
 
@@ -31,6 +29,8 @@ use std::time::Duration;
 use clap::Parser;
 use kelos_hooks_shared::ip::IpPolicy;
 use tokio_util::sync::CancellationToken;
+
+use kelos_hooks_runtime::{Health, shutdown, telemetry};
 
 use crate::cli::{Cli, Command, RunArgs};
 use crate::error::{Error, Result};
@@ -87,29 +87,6 @@ async fn check_url_main(args: cli::CheckUrlArgs) -> ExitCode {
     }
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
-async fn terminated() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
 async fn run(args: RunArgs) -> Result<()> {
     let policy = IpPolicy::from_cidrs(&args.net.allow_cidr)
         .map_err(|e| Error::Config(format!("--allow-cidr: {e}")))?;
@@ -142,7 +119,10 @@ async fn run(args: RunArgs) -> Result<()> {
     tracing::info!(identity = %identity, namespace = ?args.namespace, allow = ?args.net.allow_cidr, "starting");
 
     let metrics = Arc::new(metrics::Metrics::new());
-    let health = Arc::new(health::Health::default());
+    let health = Arc::new(Health::waiting_for(&[(
+        watch::READY_CHECK,
+        "Task watch not synced yet",
+    )]));
     let shutdown = CancellationToken::new();
     let background = CancellationToken::new();
 
@@ -152,7 +132,7 @@ async fn run(args: RunArgs) -> Result<()> {
         .map_err(|e| Error::Config(format!("--metrics-listen {}: {e}", args.metrics_listen)))?;
     let server = {
         let stop = background.clone();
-        tokio::spawn(health::serve(
+        tokio::spawn(kelos_hooks_runtime::health::serve(
             listener,
             health.clone(),
             metrics.clone(),
@@ -227,7 +207,7 @@ async fn run(args: RunArgs) -> Result<()> {
     let watch_task = tokio::spawn(watch::run(kube.clone(), args.namespace.clone(), tx));
     let loop_task = tokio::spawn(dispatcher.run(rx, leader_rx, shutdown.clone()));
 
-    terminated().await;
+    shutdown::terminated().await;
     tracing::info!("SIGTERM: finishing in-flight attempts");
     shutdown.cancel();
     let _ = loop_task.await;

@@ -2,6 +2,7 @@
 
 use std::sync::atomic::AtomicU64;
 
+use kelos_hooks_runtime::ProbeMetrics;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -128,13 +129,11 @@ impl Metrics {
             })
             .inc();
     }
+}
 
-    /// Prometheus text exposition.
-    pub fn encode(&self) -> String {
-        let mut out = String::new();
-        // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+impl ProbeMetrics for Metrics {
+    fn registry(&self) -> &Registry {
+        &self.registry
     }
 }
 

@@ -14,6 +14,9 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::dispatch::Msg;
 
+/// Readiness check: the Task watch has listed everything once.
+pub const READY_CHECK: &str = "Task watch";
+
 /// Whether the dispatcher has anything to do for this Task.
 pub fn interesting(task: &Task) -> bool {
     let Some(phase) = task.terminal_phase() else {

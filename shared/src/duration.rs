@@ -1,34 +1,42 @@
-//! Durations of command-line flags (`500ms`, `10s`, `5m`, `1h`, or bare seconds), one parser for
-//! both binaries.
+//! Durations of command-line flags, one syntax for every flag of both binaries: humantime's
+//! (`500ms`, `10s`, `5m`, `1h`, `2m30s`, `90d`).
 
 use std::time::Duration;
 
-/// Parses `1500ms`, `10s`, `5m`, `1h` or a bare number of seconds; an error says what is accepted.
-pub fn parse(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?} (use e.g. 500ms, 10s, 5m, 1h)"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "" | "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => {
-            return Err(format!(
-                "invalid duration unit {unit:?} in {s:?} (use ms, s, m or h)"
-            ));
-        }
-    };
-    // try_from: values too large for a Duration are an error, not a panic.
-    Duration::try_from_secs_f64(secs).map_err(|e| format!("invalid duration {s:?}: {e}"))
+/// A flag value that is not a duration.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidDuration {
+    /// Not humantime syntax.
+    #[error("invalid duration {input:?} ({reason}; use e.g. 500ms, 10s, 5m, 2m30s, 1h, 90d)")]
+    Syntax {
+        /// The value as given.
+        input: String,
+        /// What humantime said.
+        reason: String,
+    },
+    /// Zero where only a positive duration makes sense.
+    #[error("duration {0:?} must be positive")]
+    NotPositive(String),
+}
+
+/// Parses a humantime duration (`500ms`, `10s`, `5m`, `2m30s`, `1h`, `90d`); zero is allowed.
+pub fn parse(s: &str) -> Result<Duration, InvalidDuration> {
+    humantime::parse_duration(s.trim()).map_err(|e| InvalidDuration::Syntax {
+        input: s.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// [`parse`], refusing zero (certificate lifetimes, check intervals).
+pub fn parse_positive(s: &str) -> Result<Duration, InvalidDuration> {
+    match parse(s)? {
+        d if d.is_zero() => Err(InvalidDuration::NotPositive(s.to_owned())),
+        d => Ok(d),
+    }
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -38,10 +46,22 @@ mod tests {
         assert_eq!(parse(" 10s "), Ok(Duration::from_secs(10)));
         assert_eq!(parse("5m"), Ok(Duration::from_secs(300)));
         assert_eq!(parse("1h"), Ok(Duration::from_secs(3600)));
-        assert_eq!(parse("3"), Ok(Duration::from_secs(3)));
-        assert_eq!(parse("1.5s"), Ok(Duration::from_millis(1500)));
-        for bad in ["", "5x", "s", "1d", "-1s", "99999999999999999999999h"] {
-            assert!(parse(bad).is_err(), "{bad:?}");
+        assert_eq!(parse("2m30s"), Ok(Duration::from_secs(150)));
+        assert_eq!(parse("365d"), Ok(Duration::from_secs(365 * 86_400)));
+        assert_eq!(parse("0s"), Ok(Duration::ZERO));
+        for bad in ["", "5x", "s", "-1s", "3", "99999999999999999999999h"] {
+            let err = parse(bad).unwrap_err();
+            assert!(err.to_string().contains("use e.g."), "{bad:?}: {err}");
         }
+    }
+
+    #[test]
+    fn positive() {
+        assert_eq!(parse_positive("90d"), Ok(Duration::from_secs(90 * 86_400)));
+        assert_eq!(
+            parse_positive("0s"),
+            Err(InvalidDuration::NotPositive("0s".into()))
+        );
+        assert!(parse_positive("soon").is_err());
     }
 }

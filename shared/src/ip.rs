@@ -3,222 +3,75 @@
 //! dispatcher (every resolved address at delivery time).
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::str::FromStr;
+use std::sync::LazyLock;
 
 use ipnet::IpNet;
 
-/// One blocked IPv4 range: a prefix check on the address bits.
-struct V4Range {
-    net: u32,
-    len: u32,
-    range: &'static str,
-    reason: &'static str,
-}
-
-/// One blocked IPv6 range.
-struct V6Range {
-    net: u128,
-    len: u32,
-    range: &'static str,
-    reason: &'static str,
-}
-
-const fn v4(octets: [u8; 4], len: u32, range: &'static str, reason: &'static str) -> V4Range {
-    let [a, b, c, d] = octets;
-    V4Range {
-        net: Ipv4Addr::new(a, b, c, d).to_bits(),
-        len,
-        range,
-        reason,
-    }
-}
-
-const fn v6(segments: [u16; 8], len: u32, range: &'static str, reason: &'static str) -> V6Range {
-    let [a, b, c, d, e, f, g, h] = segments;
-    V6Range {
-        net: Ipv6Addr::new(a, b, c, d, e, f, g, h).to_bits(),
-        len,
-        range,
-        reason,
-    }
-}
-
-/// Blocked IPv4 ranges (DESIGN.md, "SSRF"). The `range` text is checked against `net`/`len` by a test.
-static BLOCKED_V4: &[V4Range] = &[
-    v4(
-        [0, 0, 0, 0],
-        8,
-        "0.0.0.0/8",
-        "this network; 0.0.0.0 reaches the local host",
-    ),
-    v4([10, 0, 0, 0], 8, "10.0.0.0/8", "private network"),
-    v4(
-        [100, 64, 0, 0],
-        10,
-        "100.64.0.0/10",
-        "shared address space, carrier-grade NAT",
-    ),
-    v4([127, 0, 0, 0], 8, "127.0.0.0/8", "loopback"),
-    v4(
-        [169, 254, 0, 0],
-        16,
-        "169.254.0.0/16",
-        "link-local, cloud metadata endpoints",
-    ),
-    v4([172, 16, 0, 0], 12, "172.16.0.0/12", "private network"),
-    v4(
-        [192, 0, 0, 0],
-        24,
-        "192.0.0.0/24",
-        "IETF protocol assignments",
-    ),
-    v4(
-        [192, 0, 2, 0],
-        24,
-        "192.0.2.0/24",
-        "documentation, TEST-NET-1",
-    ),
-    v4(
-        [192, 88, 99, 0],
-        24,
-        "192.88.99.0/24",
-        "6to4 relay anycast, deprecated",
-    ),
-    v4([192, 168, 0, 0], 16, "192.168.0.0/16", "private network"),
-    v4([198, 18, 0, 0], 15, "198.18.0.0/15", "benchmarking"),
-    v4(
-        [198, 51, 100, 0],
-        24,
-        "198.51.100.0/24",
-        "documentation, TEST-NET-2",
-    ),
-    v4(
-        [203, 0, 113, 0],
-        24,
-        "203.0.113.0/24",
-        "documentation, TEST-NET-3",
-    ),
-    v4([224, 0, 0, 0], 4, "224.0.0.0/4", "multicast"),
-    v4(
-        [240, 0, 0, 0],
-        4,
-        "240.0.0.0/4",
-        "reserved, includes broadcast",
-    ),
-];
-
-/// Blocked IPv6 ranges, most specific first where they nest (`::`, `::1` inside `::/96`).
+/// Blocked ranges (DESIGN.md, "SSRF") as `(CIDR, reason)`, IPv4 first; where ranges nest, the
+/// more specific one comes first (`::` and `::1` before `::/96`), so the first hit names it.
 /// IPv4-mapped `::ffff:0:0/96` is not listed: it is judged by the embedded IPv4 address.
-static BLOCKED_V6: &[V6Range] = &[
-    v6(
-        [0, 0, 0, 0, 0, 0, 0, 0],
-        128,
-        "::/128",
-        "unspecified address",
-    ),
-    v6([0, 0, 0, 0, 0, 0, 0, 1], 128, "::1/128", "loopback"),
+static BLOCKED: &[(&str, &str)] = &[
+    ("0.0.0.0/8", "this network; 0.0.0.0 reaches the local host"),
+    ("10.0.0.0/8", "private network"),
+    ("100.64.0.0/10", "shared address space, carrier-grade NAT"),
+    ("127.0.0.0/8", "loopback"),
+    ("169.254.0.0/16", "link-local, cloud metadata endpoints"),
+    ("172.16.0.0/12", "private network"),
+    ("192.0.0.0/24", "IETF protocol assignments"),
+    ("192.0.2.0/24", "documentation, TEST-NET-1"),
+    ("192.88.99.0/24", "6to4 relay anycast, deprecated"),
+    ("192.168.0.0/16", "private network"),
+    ("198.18.0.0/15", "benchmarking"),
+    ("198.51.100.0/24", "documentation, TEST-NET-2"),
+    ("203.0.113.0/24", "documentation, TEST-NET-3"),
+    ("224.0.0.0/4", "multicast"),
+    ("240.0.0.0/4", "reserved, includes broadcast"),
+    ("::/128", "unspecified address"),
+    ("::1/128", "loopback"),
     // Not in the contract's list, added deliberately: IPv4-compatible addresses (::a.b.c.d, RFC 4291
     // §2.5.5.1, deprecated) are still mapped to the embedded IPv4 address by some stacks and
     // tunnels, so ::127.0.0.1 or ::10.0.0.1 could reach what the IPv4 list blocks. Nothing public
     // lives there.
-    v6(
-        [0, 0, 0, 0, 0, 0, 0, 0],
-        96,
-        "::/96",
-        "IPv4-compatible IPv6, deprecated",
-    ),
-    v6(
-        [0x64, 0xff9b, 0, 0, 0, 0, 0, 0],
-        96,
-        "64:ff9b::/96",
-        "NAT64, can reach internal IPv4",
-    ),
-    v6(
-        [0x64, 0xff9b, 1, 0, 0, 0, 0, 0],
-        48,
-        "64:ff9b:1::/48",
-        "local-use NAT64",
-    ),
-    v6([0x100, 0, 0, 0, 0, 0, 0, 0], 64, "100::/64", "discard-only"),
-    v6(
-        [0x2001, 0, 0, 0, 0, 0, 0, 0],
-        23,
-        "2001::/23",
-        "IETF protocol assignments, Teredo",
-    ),
-    v6(
-        [0x2001, 0xdb8, 0, 0, 0, 0, 0, 0],
-        32,
-        "2001:db8::/32",
-        "documentation",
-    ),
-    v6(
-        [0x2002, 0, 0, 0, 0, 0, 0, 0],
-        16,
-        "2002::/16",
-        "6to4, embeds an IPv4 address",
-    ),
-    v6(
-        [0x3fff, 0, 0, 0, 0, 0, 0, 0],
-        20,
-        "3fff::/20",
-        "documentation",
-    ),
-    v6(
-        [0x5f00, 0, 0, 0, 0, 0, 0, 0],
-        16,
-        "5f00::/16",
-        "SRv6 segment identifiers",
-    ),
-    v6(
-        [0xfc00, 0, 0, 0, 0, 0, 0, 0],
-        7,
-        "fc00::/7",
-        "unique local, private network",
-    ),
-    v6([0xfe80, 0, 0, 0, 0, 0, 0, 0], 10, "fe80::/10", "link-local"),
-    v6(
-        [0xfec0, 0, 0, 0, 0, 0, 0, 0],
-        10,
-        "fec0::/10",
-        "site-local, deprecated",
-    ),
-    v6([0xff00, 0, 0, 0, 0, 0, 0, 0], 8, "ff00::/8", "multicast"),
+    ("::/96", "IPv4-compatible IPv6, deprecated"),
+    ("64:ff9b::/96", "NAT64, can reach internal IPv4"),
+    ("64:ff9b:1::/48", "local-use NAT64"),
+    ("100::/64", "discard-only"),
+    ("2001::/23", "IETF protocol assignments, Teredo"),
+    ("2001:db8::/32", "documentation"),
+    ("2002::/16", "6to4, embeds an IPv4 address"),
+    ("3fff::/20", "documentation"),
+    ("5f00::/16", "SRv6 segment identifiers"),
+    ("fc00::/7", "unique local, private network"),
+    ("fe80::/10", "link-local"),
+    ("fec0::/10", "site-local, deprecated"),
+    ("ff00::/8", "multicast"),
 ];
 
-fn v4_hit(ip: Ipv4Addr) -> Option<&'static V4Range> {
-    let bits = ip.to_bits();
-    BLOCKED_V4.iter().find(|r| {
-        let mask = u32::MAX.checked_shl(32 - r.len).unwrap_or(0);
-        bits & mask == r.net
-    })
-}
-
-fn v6_hit(ip: Ipv6Addr) -> Option<&'static V6Range> {
-    let bits = ip.to_bits();
-    BLOCKED_V6.iter().find(|r| {
-        let mask = u128::MAX.checked_shl(128 - r.len).unwrap_or(0);
-        bits & mask == r.net
-    })
-}
+/// [`BLOCKED`] parsed once. An entry that does not parse would be a typo in the table above; the
+/// `table_parses` test keeps that from ever shipping.
+static BLOCKED_NETS: LazyLock<Vec<(IpNet, &'static str, &'static str)>> = LazyLock::new(|| {
+    BLOCKED
+        .iter()
+        .filter_map(|&(range, reason)| Some((range.parse().ok()?, range, reason)))
+        .collect()
+});
 
 /// The blocked range containing `ip` and why it is blocked, as `(range, reason)`; `None` when the
 /// address is publicly routable. Pure: ignores any allowlist. An IPv4-mapped IPv6 address
 /// (`::ffff:a.b.c.d`) is judged by its embedded IPv4 address.
 pub fn blocked_range(ip: IpAddr) -> Option<(&'static str, &'static str)> {
-    match canonical(ip) {
-        IpAddr::V4(v4) => v4_hit(v4).map(|r| (r.range, r.reason)),
-        IpAddr::V6(v6) => v6_hit(v6).map(|r| (r.range, r.reason)),
-    }
+    let ip = canonical(ip);
+    BLOCKED_NETS
+        .iter()
+        .find(|(net, _, _)| net.contains(&ip))
+        .map(|&(_, range, reason)| (range, reason))
 }
 
 /// Every blocked range with its reason, IPv4 first (for documentation and `--help` texts).
 pub fn blocked_ranges() -> impl Iterator<Item = (&'static str, &'static str)> {
-    BLOCKED_V4
-        .iter()
-        .map(|r| (r.range, r.reason))
-        .chain(BLOCKED_V6.iter().map(|r| (r.range, r.reason)))
+    BLOCKED.iter().copied()
 }
 
 /// `::ffff:a.b.c.d` becomes `a.b.c.d`; every other address is returned as is.
@@ -331,6 +184,7 @@ impl std::error::Error for Blocked {}
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
@@ -379,24 +233,12 @@ mod tests {
         assert_eq!(ranges, expected);
     }
 
-    /// The display text of each entry names the same network as its bits.
+    /// Every entry parses and is a network address (no host bits), so none is dropped silently.
     #[test]
-    fn table_text_matches_bits() {
-        for r in BLOCKED_V4 {
-            let net: IpNet = r.range.parse().unwrap();
-            assert_eq!(
-                net,
-                IpNet::new(IpAddr::V4(Ipv4Addr::from_bits(r.net)), r.len as u8).unwrap()
-            );
-            assert_eq!(net, net.trunc(), "{} has host bits", r.range);
-        }
-        for r in BLOCKED_V6 {
-            let net: IpNet = r.range.parse().unwrap();
-            assert_eq!(
-                net,
-                IpNet::new(IpAddr::V6(Ipv6Addr::from_bits(r.net)), r.len as u8).unwrap()
-            );
-            assert_eq!(net, net.trunc(), "{} has host bits", r.range);
+    fn table_parses() {
+        assert_eq!(BLOCKED_NETS.len(), BLOCKED.len());
+        for (net, range, _) in BLOCKED_NETS.iter() {
+            assert_eq!(*net, net.trunc(), "{range} has host bits");
         }
     }
 

@@ -10,9 +10,10 @@ use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
-use base64::Engine as _;
 use k8s_openapi::ByteString;
-use kelos_hooks_certs::{Ca, Issued, San};
+use kelos_hooks_certs::{
+    Ca, Issued, San, certificate_pem, certificates_der, first_certificate_der, time_left,
+};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::FromDer;
@@ -51,12 +52,10 @@ impl std::fmt::Debug for Material {
 
 impl Material {
     /// Reads the four keys of a Secret's `data`.
-    pub fn from_data(data: &BTreeMap<String, ByteString>) -> Result<Material, String> {
-        let get = |key: &str| -> Result<String, String> {
-            let bytes = data
-                .get(key)
-                .ok_or_else(|| format!("key {key} is missing"))?;
-            String::from_utf8(bytes.0.clone()).map_err(|_| format!("key {key} is not UTF-8 PEM"))
+    pub fn from_data(data: &BTreeMap<String, ByteString>) -> Result<Material, Unusable> {
+        let get = |key: &'static str| -> Result<String, Unusable> {
+            let bytes = data.get(key).ok_or(Unusable::Missing(key))?;
+            String::from_utf8(bytes.0.clone()).map_err(|_| Unusable::NotUtf8(key))
         };
         Ok(Material {
             ca_bundle: get(CA_CRT)?,
@@ -89,7 +88,7 @@ impl Material {
 
     /// The serving certificate's serial number, hex (for logs).
     pub fn serving_serial(&self) -> String {
-        first_der(&self.tls_crt)
+        first_certificate_der(&self.tls_crt)
             .ok()
             .and_then(|der| {
                 X509Certificate::from_der(&der)
@@ -170,17 +169,17 @@ pub fn decide(
     let regenerate = |reason: String| Action::Regenerate { reason };
     let material = match Material::from_data(data) {
         Ok(m) => m,
-        Err(e) => return regenerate(e),
+        Err(e) => return regenerate(e.to_string()),
     };
-    let cas = match split_certificates(&material.ca_bundle) {
+    let cas = match certificates_der(&material.ca_bundle) {
         Ok(c) if !c.is_empty() => c,
         Ok(_) => return regenerate(format!("{CA_CRT} holds no certificate")),
         Err(e) => return regenerate(format!("{CA_CRT}: {e}")),
     };
-    if let Err(e) = Ca::from_pem(&pem_of(&cas[0]), &material.ca_key) {
+    if let Err(e) = Ca::from_pem(&certificate_pem(&cas[0]), &material.ca_key) {
         return regenerate(format!("{CA_CRT}/{CA_KEY}: {e}"));
     }
-    match remaining(&cas[0], now) {
+    match time_left(&cas[0], now) {
         Ok(left) if left > wanted.renew_before => {}
         Ok(left) => {
             return Action::RotateCa {
@@ -189,7 +188,7 @@ pub fn decide(
         }
         Err(e) => return regenerate(format!("{CA_CRT}: {e}")),
     }
-    if let Err(reason) = serving_problem(&material, &cas[0], wanted, now) {
+    if let Some(reason) = serving_problem(&material, &cas[0], wanted, now) {
         return Action::RenewServing { reason };
     }
     if previous_cas(&cas[1..], now).len() != cas.len() - 1 {
@@ -219,9 +218,7 @@ pub fn build(
     let issue = |ca: &Ca| ca.issue_server(&wanted.common_name, &wanted.sans, wanted.cert_validity);
     // The current CA's certificate and the still-valid previous one of `current`.
     let parts = |m: &Material| -> kelos_hooks_certs::Result<(Vec<u8>, Vec<Vec<u8>>)> {
-        let mut cas = split_certificates(&m.ca_bundle)
-            .map_err(kelos_hooks_certs::Error::InvalidCertificate)?
-            .into_iter();
+        let mut cas = certificates_der(&m.ca_bundle)?.into_iter();
         let first = cas.next().ok_or_else(|| {
             kelos_hooks_certs::Error::InvalidCertificate(format!("{CA_CRT} holds no certificate"))
         })?;
@@ -244,7 +241,7 @@ pub fn build(
         }
         Action::RenewServing { .. } => {
             let (ca_der, previous) = parts(current)?;
-            let ca = Ca::from_pem(&pem_of(&ca_der), &current.ca_key)?;
+            let ca = Ca::from_pem(&certificate_pem(&ca_der), &current.ca_key)?;
             let leaf = issue(&ca)?;
             Ok(Material {
                 ca_bundle: bundle(&ca_der, &previous),
@@ -269,7 +266,7 @@ fn fresh(
     previous: Vec<Vec<u8>>,
 ) -> kelos_hooks_certs::Result<Material> {
     let leaf = issue(&ca)?;
-    let ca_der = first_der(ca.cert_pem()).map_err(kelos_hooks_certs::Error::InvalidCertificate)?;
+    let ca_der = first_certificate_der(ca.cert_pem())?;
     Ok(Material {
         ca_bundle: bundle(&ca_der, &previous),
         ca_key: ca.key_pem(),
@@ -282,7 +279,7 @@ fn fresh(
 fn previous_cas(previous: &[Vec<u8>], now: SystemTime) -> Vec<Vec<u8>> {
     previous
         .iter()
-        .filter(|der| remaining(der, now).is_ok_and(|left| !left.is_zero()))
+        .filter(|der| time_left(der, now).is_ok_and(|left| !left.is_zero()))
         .take(1)
         .cloned()
         .collect()
@@ -291,7 +288,7 @@ fn previous_cas(previous: &[Vec<u8>], now: SystemTime) -> Vec<Vec<u8>> {
 fn bundle(current: &[u8], previous: &[Vec<u8>]) -> String {
     std::iter::once(current)
         .chain(previous.iter().map(Vec::as_slice))
-        .map(pem_of)
+        .map(certificate_pem)
         .collect()
 }
 
@@ -301,20 +298,32 @@ fn serving_problem(
     ca_der: &[u8],
     wanted: &Wanted,
     now: SystemTime,
-) -> Result<(), String> {
-    crate::tls::load_pair(material.tls_crt.as_bytes(), material.tls_key.as_bytes())
-        .map_err(|e| format!("the serving pair does not load: {e}"))?;
-    let leaf_der = first_der(&material.tls_crt)?;
-    let (_, leaf) = X509Certificate::from_der(&leaf_der)
-        .map_err(|e| format!("{TLS_CRT} is not an X.509 certificate: {e}"))?;
-    let (_, ca) = X509Certificate::from_der(ca_der)
-        .map_err(|e| format!("{CA_CRT} is not an X.509 certificate: {e}"))?;
+) -> Option<String> {
+    if let Err(e) = crate::tls::load_pair(material.tls_crt.as_bytes(), material.tls_key.as_bytes())
+    {
+        return Some(format!("the serving pair does not load: {e}"));
+    }
+    let leaf_der = match first_certificate_der(&material.tls_crt) {
+        Ok(der) => der,
+        Err(e) => return Some(format!("{TLS_CRT}: {e}")),
+    };
+    let (leaf, ca) = match (
+        X509Certificate::from_der(&leaf_der),
+        X509Certificate::from_der(ca_der),
+    ) {
+        (Ok((_, leaf)), Ok((_, ca))) => (leaf, ca),
+        (Err(e), _) => return Some(format!("{TLS_CRT} is not an X.509 certificate: {e}")),
+        (_, Err(e)) => return Some(format!("{CA_CRT} is not an X.509 certificate: {e}")),
+    };
     if leaf.issuer().as_raw() != ca.subject().as_raw()
         || leaf.verify_signature(Some(ca.public_key())).is_err()
     {
-        return Err("the serving certificate was not issued by the current CA".into());
+        return Some("the serving certificate was not issued by the current CA".into());
     }
-    let have = sans_of(&leaf)?;
+    let have = match sans_of(&leaf) {
+        Ok(have) => have,
+        Err(e) => return Some(format!("bad subjectAltName: {e}")),
+    };
     let missing: Vec<String> = wanted
         .sans
         .iter()
@@ -322,25 +331,25 @@ fn serving_problem(
         .map(ToString::to_string)
         .collect();
     if !missing.is_empty() {
-        return Err(format!(
+        return Some(format!(
             "the serving certificate lacks {}",
             missing.join(", ")
         ));
     }
-    let left = remaining(&leaf_der, now)?;
-    if left <= wanted.renew_before {
-        return Err(format!(
+    match time_left(&leaf_der, now) {
+        Ok(left) if left <= wanted.renew_before => Some(format!(
             "the serving certificate expires in {}",
             human(left)
-        ));
+        )),
+        Ok(_) => None,
+        Err(e) => Some(format!("{TLS_CRT}: {e}")),
     }
-    Ok(())
 }
 
-fn sans_of(cert: &X509Certificate<'_>) -> Result<HashSet<San>, String> {
-    let ext = cert
-        .subject_alternative_name()
-        .map_err(|e| format!("bad subjectAltName: {e}"))?;
+fn sans_of(
+    cert: &X509Certificate<'_>,
+) -> Result<HashSet<San>, x509_parser::nom::Err<x509_parser::error::X509Error>> {
+    let ext = cert.subject_alternative_name()?;
     let mut out = HashSet::new();
     for name in ext.iter().flat_map(|e| e.value.general_names.iter()) {
         match name {
@@ -363,46 +372,15 @@ fn sans_of(cert: &X509Certificate<'_>) -> Result<HashSet<San>, String> {
     Ok(out)
 }
 
-/// Time left before `der` expires (zero once expired).
-fn remaining(der: &[u8], now: SystemTime) -> Result<Duration, String> {
-    let (_, cert) =
-        X509Certificate::from_der(der).map_err(|e| format!("not an X.509 certificate: {e}"))?;
-    let not_after = cert.validity().not_after.timestamp();
-    let now = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
-    Ok(Duration::from_secs(
-        u64::try_from(not_after)
-            .unwrap_or_default()
-            .saturating_sub(now),
-    ))
-}
-
-/// DER of every `CERTIFICATE` block of `pem_text` (other blocks are ignored).
-pub fn split_certificates(pem_text: &str) -> Result<Vec<Vec<u8>>, String> {
-    rustls_pemfile::certs(&mut pem_text.as_bytes())
-        .map(|c| c.map(|d| d.to_vec()).map_err(|e| format!("bad PEM: {e}")))
-        .collect()
-}
-
-fn first_der(pem_text: &str) -> Result<Vec<u8>, String> {
-    split_certificates(pem_text)?
-        .into_iter()
-        .next()
-        .ok_or_else(|| "no CERTIFICATE PEM block".to_owned())
-}
-
-/// PEM (`CERTIFICATE`, 64-column lines, LF) of a DER certificate.
-pub fn pem_of(der: &[u8]) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        out.push_str(&String::from_utf8_lossy(line));
-        out.push('\n');
-    }
-    out.push_str("-----END CERTIFICATE-----\n");
-    out
+/// Why a Secret's data cannot be read as [`Material`].
+#[derive(Debug, thiserror::Error)]
+pub enum Unusable {
+    /// A key of the four is absent.
+    #[error("key {0} is missing")]
+    Missing(&'static str),
+    /// A key's value is not text.
+    #[error("key {0} is not UTF-8 PEM")]
+    NotUtf8(&'static str),
 }
 
 /// `30d`, `2m 50s`: whole days as days (humantime would say `1month 5h 30m`), else humantime.
@@ -448,7 +426,7 @@ mod tests {
     }
 
     fn ca_ders(m: &Material) -> Vec<Vec<u8>> {
-        split_certificates(&m.ca_bundle).unwrap()
+        certificates_der(&m.ca_bundle).unwrap()
     }
 
     #[test]
@@ -640,7 +618,7 @@ mod tests {
     fn pem_round_trip() {
         let m = created(&wanted());
         let der = ca_ders(&m).remove(0);
-        assert_eq!(split_certificates(&pem_of(&der)).unwrap(), vec![der]);
-        assert_eq!(pem_of(&ca_ders(&m)[0]), m.ca_bundle);
+        assert_eq!(certificates_der(&certificate_pem(&der)).unwrap(), vec![der]);
+        assert_eq!(certificate_pem(&ca_ders(&m)[0]), m.ca_bundle);
     }
 }
