@@ -2,6 +2,7 @@
 # Admission server benchmark (issue 3): TLS keep-alive load against the mutate and validate
 # endpoints with realistic AdmissionReview bodies, beside the /ceiling baseline (same server stack:
 # reads the body, returns a fixed allowed response without parsing) measured in the same run.
+# /ceiling exists only in a build with the `bench-ceiling` feature, which this script makes.
 #
 #   bench/admission.sh [--duration 10s] [--rate 10000] [--rounds 3]
 #
@@ -27,8 +28,8 @@ done
 
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 command -v oha >/dev/null || cargo install oha --locked --version 1.16.0
-log "building release binaries"
-cargo build --release --quiet -p kelos-hooks-admission -p kelos-hooks-certs
+log "building release binaries (admission with the bench-ceiling feature)"
+cargo build --release --quiet -p kelos-hooks-admission -p kelos-hooks-certs --features kelos-hooks-admission/bench-ceiling
 bin=$repo_root/target/release
 
 dir=$repo_root/.run/bench-admission

@@ -15,7 +15,7 @@ use kelos_hooks_shared::ip::IpPolicy;
 use crate::cache::SpawnerCache;
 use crate::handlers::{mutate_task, validate_task, validate_taskspawner};
 use crate::metrics::{Endpoint, Metrics};
-use crate::review::{self, CEILING_RESPONSE, Decision, Needs, Request};
+use crate::review::{self, Decision, ParseError, Request};
 
 /// Largest review body accepted (the API server caps objects at about 3 MiB too).
 pub const MAX_BODY: usize = 3 * 1024 * 1024;
@@ -28,8 +28,6 @@ pub mod paths {
     pub const MUTATE_TASKS: &str = "/mutate/tasks";
     /// Task validation.
     pub const VALIDATE_TASKS: &str = "/validate/tasks";
-    /// Benchmark baseline: reads the body, answers a fixed allowed review.
-    pub const CEILING: &str = "/ceiling";
 }
 
 /// What the handlers need, shared by every request.
@@ -45,13 +43,22 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
 }
 
-/// The router of the webhook port.
+/// The router of the webhook port: one route per [`Endpoint`].
 pub fn router(state: Arc<AppState>) -> Router {
+    let route = |endpoint: Endpoint| {
+        post(
+            move |State(state): State<Arc<AppState>>, body: Body| async move {
+                serve_review(&state, endpoint, body).await
+            },
+        )
+    };
     Router::new()
-        .route(paths::VALIDATE_TASKSPAWNERS, post(validate_taskspawners))
-        .route(paths::MUTATE_TASKS, post(mutate_tasks))
-        .route(paths::VALIDATE_TASKS, post(validate_tasks))
-        .route(paths::CEILING, post(ceiling))
+        .route(
+            paths::VALIDATE_TASKSPAWNERS,
+            route(Endpoint::ValidateTaskSpawners),
+        )
+        .route(paths::MUTATE_TASKS, route(Endpoint::MutateTasks))
+        .route(paths::VALIDATE_TASKS, route(Endpoint::ValidateTasks))
         .with_state(state)
 }
 
@@ -95,23 +102,18 @@ fn kind_mismatch(req: &Request<'_>, expected: &str) -> Option<Decision> {
     ))
 }
 
-async fn serve_review(state: &AppState, endpoint: Endpoint, body: Body) -> Response {
+/// Judges one review body for `endpoint`: the response review, or why the body is not a review.
+/// Everything between the HTTP body and the HTTP response, so benchmarks can call it directly.
+pub async fn answer(
+    state: &AppState,
+    endpoint: Endpoint,
+    body: &[u8],
+) -> Result<Vec<u8>, ParseError> {
     let started = Instant::now();
-    let bytes = match read_body(body).await {
-        Ok(b) => b,
-        Err(resp) => return resp,
-    };
-    let (expected, needs) = match endpoint {
-        Endpoint::ValidateTaskSpawners => ("TaskSpawner", Needs::SPEC),
-        Endpoint::MutateTasks => ("Task", Needs::METADATA),
-        Endpoint::ValidateTasks => ("Task", Needs::METADATA_AND_OLD),
-    };
-    let req = match review::parse(&bytes, needs) {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::debug!(endpoint = endpoint.as_str(), error = %e, "rejected review");
-            return bad_request(&e.to_string());
-        }
+    let req = review::parse(body)?;
+    let expected = match endpoint {
+        Endpoint::ValidateTaskSpawners => "TaskSpawner",
+        Endpoint::MutateTasks | Endpoint::ValidateTasks => "Task",
     };
     let decision = match kind_mismatch(&req, expected) {
         Some(d) => d,
@@ -133,35 +135,46 @@ async fn serve_review(state: &AppState, endpoint: Endpoint, body: Body) -> Respo
     if !decision.allowed {
         tracing::debug!(
             uid = %req.uid, endpoint = endpoint.as_str(), operation = %req.operation,
-            user = req.username(), dry_run = ?req.dry_run, read = req.read, size = bytes.len(),
+            user = req.username(), dry_run = ?req.dry_run, size = body.len(),
             code = decision.status.as_ref().map(|s| s.code), "denied"
         );
     } else {
         tracing::trace!(
             uid = %req.uid, endpoint = endpoint.as_str(), patched = decision.patch.is_some(),
-            read = req.read, size = bytes.len(), "allowed"
+            size = body.len(), "allowed"
         );
     }
-    json_response(StatusCode::OK, out)
+    Ok(out)
 }
 
-async fn validate_taskspawners(State(state): State<Arc<AppState>>, body: Body) -> Response {
-    serve_review(&state, Endpoint::ValidateTaskSpawners, body).await
-}
-
-async fn mutate_tasks(State(state): State<Arc<AppState>>, body: Body) -> Response {
-    serve_review(&state, Endpoint::MutateTasks, body).await
-}
-
-async fn validate_tasks(State(state): State<Arc<AppState>>, body: Body) -> Response {
-    serve_review(&state, Endpoint::ValidateTasks, body).await
-}
-
-async fn ceiling(body: Body) -> Response {
-    match read_body(body).await {
-        Ok(_) => json_response(StatusCode::OK, Bytes::from_static(CEILING_RESPONSE)),
-        Err(resp) => resp,
+async fn serve_review(state: &AppState, endpoint: Endpoint, body: Body) -> Response {
+    let bytes = match read_body(body).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    match answer(state, endpoint, &bytes).await {
+        Ok(out) => json_response(StatusCode::OK, out),
+        Err(e) => {
+            tracing::debug!(endpoint = endpoint.as_str(), error = %e, "rejected review");
+            bad_request(&e.to_string())
+        }
     }
+}
+
+/// `POST /ceiling`, for the admission benchmark only (`--features bench-ceiling`): the same
+/// server stack reading the body and answering a fixed allowed review without parsing it.
+#[cfg(feature = "bench-ceiling")]
+pub fn ceiling_router() -> Router {
+    const RESPONSE: &[u8] = br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"","allowed":true}}"#;
+    Router::new().route(
+        "/ceiling",
+        post(|body: Body| async move {
+            match read_body(body).await {
+                Ok(_) => json_response(StatusCode::OK, Bytes::from_static(RESPONSE)),
+                Err(resp) => resp,
+            }
+        }),
+    )
 }
 
 #[cfg(test)]
@@ -288,6 +301,9 @@ mod tests {
             (br#"{"apiVersion":"admission.k8s.io/v1","kind":"Pod"}"#.to_vec(), "kind"),
             (br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":5}}"#.to_vec(), "malformed"),
             (b"[1,2,3]".to_vec(), "malformed"),
+            // Truncated mid-way, and nested deeper than any stack.
+            (truncated(), "EOF while parsing"),
+            ("[".repeat(1_000_000).into_bytes(), "malformed"),
         ] {
             for path in [paths::VALIDATE_TASKSPAWNERS, paths::MUTATE_TASKS, paths::VALIDATE_TASKS] {
                 let (status, v) = post(path, body.clone()).await;
@@ -296,6 +312,39 @@ mod tests {
                 assert!(msg.contains(needle), "{path}: {msg:?} lacks {needle:?}");
             }
         }
+    }
+
+    fn truncated() -> Vec<u8> {
+        let body = fixtures::task_create(fixtures::spawned_task(Value::Null), "kelos");
+        body[..body.len() / 2].to_vec()
+    }
+
+    #[tokio::test]
+    async fn deep_nesting_is_judged_without_a_panic() {
+        let deep = "[".repeat(500_000) + &"]".repeat(500_000);
+        // In a field no decision reads: skipped (iteratively), the Task is judged as usual.
+        let task = fixtures::task_create(fixtures::spawned_task(Value::Null), "kelos");
+        let task = String::from_utf8(task).unwrap().replacen(
+            r#""spec":{"#,
+            &format!(r#""spec":{{"deep":{deep},"#),
+            1,
+        );
+        let (status, v) = post(paths::MUTATE_TASKS, task).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(v["response"]["patchType"], "JSONPatch");
+        // In onCompletion, which the rules walk: a denial naming serde_json's recursion limit.
+        let spawner = fixtures::spawner_review("CREATE", json!({"hooks": "PLACEHOLDER"}));
+        let spawner = String::from_utf8(spawner)
+            .unwrap()
+            .replacen(r#""PLACEHOLDER""#, &deep, 1);
+        let (status, v) = post(paths::VALIDATE_TASKSPAWNERS, spawner).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(v["response"]["allowed"], false);
+        let message = v["response"]["status"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("spec.onCompletion: unreadable: recursion limit exceeded"),
+            "{message}"
+        );
     }
 
     #[tokio::test]
@@ -333,9 +382,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_benchmark_ceiling_is_not_served() {
+        let req = HttpRequest::post("/ceiling")
+            .body(Body::from("{}"))
+            .unwrap();
+        let resp = app().oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    }
+
+    #[cfg(feature = "bench-ceiling")]
+    #[tokio::test]
     async fn ceiling_answers_without_parsing() {
-        let (status, v) = post(paths::CEILING, "anything at all").await;
-        assert_eq!(status, StatusCode::OK);
+        let req = HttpRequest::post("/ceiling")
+            .body(Body::from("anything at all"))
+            .unwrap();
+        let resp = ceiling_router().oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(v["response"]["allowed"], true);
     }
 

@@ -30,6 +30,20 @@ pub enum Error {
     /// Self-managed certificates: the CA or serving certificate could not be made or stored.
     #[error("self-managed certificates: {0}")]
     SelfManaged(String),
+    /// `validate -f`: an input file (or stdin) could not be read.
+    #[error("{label}: {source}")]
+    Input {
+        /// The file name, or `<stdin>`.
+        label: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// `validate -f`: an input is not YAML.
+    #[error(transparent)]
+    Yaml(#[from] serde_saphyr::Error),
+    /// `crds`: a CRD could not be written as YAML.
+    #[error("cannot write the CRDs as YAML: {0}")]
+    CrdYaml(#[from] serde_saphyr::SerializeError),
     /// Command-line usage problem found after parsing.
     #[error("{0}")]
     Usage(String),

@@ -1,36 +1,20 @@
 //! `kelos-hooks-admission`: the kelos-hooks admission server and its offline tools.
 #![forbid(unsafe_code)]
 
-mod admission;
-mod cache;
-mod cli;
-mod crd_check;
-mod error;
-#[cfg(test)]
-mod fixtures;
-mod handlers;
-mod metrics;
-mod patch;
-mod review;
-mod self_managed;
-mod server;
-mod tls;
-mod validate_cmd;
-
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
+use kelos_hooks_admission::admission::{self, AppState};
+use kelos_hooks_admission::cache::{self, CachedSpawner, SpawnerCache};
+use kelos_hooks_admission::cli::{Cli, Command, ServeArgs};
+use kelos_hooks_admission::error::{Error, Result};
+use kelos_hooks_admission::metrics::Metrics;
+use kelos_hooks_admission::{crd_check, self_managed, server, tls, validate_cmd};
+use kelos_hooks_runtime::{Health, shutdown, telemetry};
 use kelos_hooks_shared::ip::IpPolicy;
 use kube::runtime::reflector::store::Writer;
 use tokio::net::TcpListener;
-
-use crate::admission::AppState;
-use crate::cache::{CachedSpawner, SpawnerCache};
-use crate::cli::{Cli, Command, ServeArgs};
-use crate::error::{Error, Result};
-use crate::metrics::Metrics;
-use kelos_hooks_runtime::{Health, shutdown, telemetry};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -196,10 +180,13 @@ async fn serve(args: ServeArgs) -> Result<()> {
         dispatcher_identity = ?args.dispatcher_identity, allow_cidr = ?args.policy.allow_cidr,
         "kelos-hooks-admission serving"
     );
+    let router = admission::router(state);
+    #[cfg(feature = "bench-ceiling")]
+    let router = router.merge(admission::ceiling_router());
     server::serve_tls(
         webhook_listener,
         tls_config,
-        admission::router(state),
+        router,
         begin_stop,
         args.drain_timeout,
     )

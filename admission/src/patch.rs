@@ -6,7 +6,7 @@ use base64::Engine;
 use kelos_hooks_shared::annotations::ON_COMPLETION;
 use serde_json::json;
 
-use crate::review::{JsonStr, StrMap};
+use crate::review::StrMap;
 
 /// A JSON Patch with its base64 wire form (what the AdmissionReview response carries).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,13 +37,10 @@ impl Patch {
 }
 
 /// A spawner's `kelos.dev/on-completion` value with both patches that can set it, computed once
-/// per spawner change: every Task CREATE then answers without escaping or encoding anything.
+/// per spawner change: every Task CREATE then answers without encoding anything.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Snapshot {
     value: Arc<str>,
-    /// The value as it appears between quotes in a review: as serde_json escapes it, and as Go's
-    /// encoding/json does (which also escapes `<`, `>`, `&`, U+2028 and U+2029).
-    escaped: [Arc<str>; 2],
     add_map: Patch,
     add_key: Patch,
 }
@@ -55,33 +52,21 @@ impl Snapshot {
         // `annotation_patch` never returns None for a wanted value on an object without it.
         let add_map = annotation_patch(None, ON_COMPLETION, Some(value)).unwrap_or_default();
         let add_key = annotation_patch(Some(&some), ON_COMPLETION, Some(value)).unwrap_or_default();
-        let quoted = serde_json::Value::from(value).to_string();
-        let minimal = quoted
-            .get(1..quoted.len().saturating_sub(1))
-            .unwrap_or_default();
-        let go = minimal
-            .replace('<', "\\u003c")
-            .replace('>', "\\u003e")
-            .replace('&', "\\u0026")
-            .replace('\u{2028}', "\\u2028")
-            .replace('\u{2029}', "\\u2029");
         Snapshot {
             value: value.into(),
-            escaped: [minimal.into(), go.into()],
             add_map: Patch::new(add_map),
             add_key: Patch::new(add_key),
         }
     }
 
     /// The annotation value.
-    #[cfg(test)]
     pub fn value(&self) -> &str {
         &self.value
     }
 
-    /// Whether an annotation value read from a review is this snapshot (see [`JsonStr::is`]).
-    pub fn matches(&self, annotation: &JsonStr<'_>) -> bool {
-        annotation.is(&self.value, &[&self.escaped[0], &self.escaped[1]])
+    /// Whether an annotation value read from a review is this snapshot.
+    pub fn matches(&self, annotation: &str) -> bool {
+        *self.value == *annotation
     }
 }
 
@@ -123,7 +108,7 @@ pub fn annotation_patch(
     key: &str,
     desired: Option<&str>,
 ) -> Option<String> {
-    let current = annotations.and_then(|a| a.get(key)).map(|v| v.as_ref());
+    let current = annotations.and_then(|a| a.get(key)).map(|v| &**v);
     let ops = match (annotations, current, desired) {
         (_, Some(cur), Some(want)) if cur == want => return None,
         (_, None, None) => return None,
@@ -148,48 +133,22 @@ pub fn annotation_patch(
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
-    use std::borrow::Cow;
-
     use serde_json::Value;
 
     use super::*;
+    use crate::review::Str;
 
     const KEY: &str = "kelos.dev/on-completion";
 
     fn map(pairs: &[(&'static str, &'static str)]) -> StrMap<'static> {
         pairs
             .iter()
-            .map(|(k, v)| (Cow::Borrowed(*k), JsonStr::from(*v)))
+            .map(|(k, v)| (Str::from(*k), Str::from(*v)))
             .collect()
     }
 
     fn parsed(p: Option<String>) -> Value {
         serde_json::from_str(&p.unwrap()).unwrap()
-    }
-
-    #[test]
-    fn snapshot_recognises_both_escapings_without_decoding() {
-        let value = "{\"hooks\":[{\"name\":\"a\",\"webhook\":{\"url\":\"https://h.example.com/x?a=1&b=<2>\"}}]} \\ \u{2028}";
-        let snap = Snapshot::new(value);
-        let serde = serde_json::to_string(value).unwrap();
-        let go = serde
-            .replace('&', "\\u0026")
-            .replace('<', "\\u003c")
-            .replace('>', "\\u003e")
-            .replace('\u{2028}', "\\u2028");
-        assert_ne!(serde, go);
-        for quoted in [&serde, &go] {
-            let raw = &quoted[1..quoted.len() - 1];
-            let read = JsonStr::escaped(raw);
-            assert!(snap.matches(&read), "{raw}");
-            // Recognised from the text alone: nothing was decoded.
-            assert!(matches!(&read, JsonStr::Escaped { decoded, .. } if decoded.get().is_none()));
-        }
-        // Another escaping of the same value: decoded, and still equal.
-        let other = serde.replace("hooks", "\\u0068ooks");
-        let read = JsonStr::escaped(&other[1..other.len() - 1]);
-        assert!(snap.matches(&read));
-        assert!(!Snapshot::new("{}").matches(&read));
     }
 
     #[test]

@@ -8,6 +8,7 @@ use kelos_hooks_shared::validation::{Context, validate_task_spawner};
 use serde_json::Value;
 
 use crate::cli::ValidateArgs;
+use crate::error::{Error, Result};
 
 /// Exit status: every TaskSpawner valid.
 pub const EXIT_VALID: i32 = 0;
@@ -91,22 +92,24 @@ pub fn judge_documents(
 }
 
 /// Parses multi-document YAML (JSON is YAML too).
-pub fn parse_documents(text: &str) -> Result<Vec<Value>, String> {
-    serde_saphyr::from_multiple::<Value>(text).map_err(|e| e.to_string())
+pub fn parse_documents(text: &str) -> Result<Vec<Value>> {
+    Ok(serde_saphyr::from_multiple::<Value>(text)?)
 }
 
-fn read_input(path: &Path) -> Result<(String, String), String> {
-    if path == Path::new("-") {
+/// The label and text of one input (`-` is stdin).
+fn read_input(path: &Path) -> Result<(String, String)> {
+    let (label, read) = if path == Path::new("-") {
         let mut s = String::new();
-        std::io::stdin()
-            .read_to_string(&mut s)
-            .map_err(|e| format!("<stdin>: {e}"))?;
-        Ok(("<stdin>".to_owned(), s))
+        let read = std::io::stdin().read_to_string(&mut s).map(|_| s);
+        ("<stdin>".to_owned(), read)
     } else {
-        let label = path.display().to_string();
-        let s = std::fs::read_to_string(path).map_err(|e| format!("{label}: {e}"))?;
-        Ok((label, s))
-    }
+        (path.display().to_string(), std::fs::read_to_string(path))
+    };
+    let text = read.map_err(|source| Error::Input {
+        label: label.clone(),
+        source,
+    })?;
+    Ok((label, text))
 }
 
 /// Runs the command; returns the exit status.
@@ -161,11 +164,11 @@ pub fn run(args: &ValidateArgs) -> i32 {
 }
 
 /// `crds`: every CRD as multi-document YAML.
-pub fn crds_yaml() -> Result<String, String> {
+pub fn crds_yaml() -> Result<String> {
     let mut out = String::new();
     for crd in kelos_hooks_shared::crd::all() {
         out.push_str("---\n");
-        out.push_str(&serde_saphyr::to_string(&crd).map_err(|e| e.to_string())?);
+        out.push_str(&serde_saphyr::to_string(&crd)?);
         if !out.ends_with('\n') {
             out.push('\n');
         }

@@ -11,7 +11,6 @@ pub mod error;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
 pub mod ip;
-pub mod json_scan;
 pub mod redact;
 pub mod validation;
 

@@ -7,8 +7,8 @@ use kelos_hooks_shared::annotations::encode_snapshot;
 use kelos_hooks_shared::api::{Hook, OnCompletion, Phase, SecretKeyRef, Webhook};
 use kelos_hooks_shared::ip::{IpPolicy, blocked_ranges};
 use kelos_hooks_shared::validation::{
-    Context, FieldError, Report, Validate, validate_on_completion, validate_snapshot,
-    validate_task_spawner, validate_url,
+    Context, FieldError, Report, Validate, validate_on_completion, validate_on_completion_json,
+    validate_snapshot, validate_task_spawner, validate_url,
 };
 use serde_json::{Value, json};
 
@@ -1162,4 +1162,130 @@ fn accepted_values_deserialise_into_the_typed_api() {
         typed.validate(OC, &ctx(), &mut report);
         assert_valid(&report);
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// JSON text (the admission review's `spec.onCompletion`, the Task annotation)
+
+fn text_hook(name: &str, url: &str) -> String {
+    format!(
+        r#"{{"name": "{name}", "webhook": {{"url": "{url}", "signingSecretRef": {{"name": "s", "key": "k"}}}}}}"#
+    )
+}
+
+fn text_hooks(items: &[String]) -> String {
+    format!(r#"{{"hooks": [{}]}}"#, items.join(", "))
+}
+
+#[test]
+fn valid_text_is_valid_and_escapes_decode_before_the_rules() {
+    let eight = kelos_hooks_shared::fixtures::eight_hooks_json();
+    assert_eq!(
+        validate_on_completion_json(&eight, OC, &ctx()),
+        Report::default()
+    );
+    for text in [
+        "null",
+        " null\n",
+        "{}",
+        r#"{"hooks": []}"#,
+        &text_hooks(&[text_hook(
+            r"\u0068ook",
+            r"\u0068ttps://hooks.example.com/\u00e9",
+        )]),
+        r#"{"hooks":[{"name":"a","phases":["F\u0061iled"],"webhook":{"url":"https://h.example/x","signingSecretRef":{"n\u0061me":"s","key":"k"}}}]}"#,
+        "{\n\t\"hooks\" :\r\n [ ]\n}\n",
+    ] {
+        assert_eq!(
+            validate_on_completion_json(text, OC, &ctx()),
+            Report::default(),
+            "{text}"
+        );
+    }
+    // An escaped misspelling is still a misspelling, named as decoded.
+    let report = validate_on_completion_json(
+        r#"{"hooks":[{"name":"a","webhook":{"url":"https://h.example/","\u0055RL":1}}]}"#,
+        OC,
+        &ctx(),
+    );
+    assert_only_error(
+        &report,
+        "spec.onCompletion.hooks[0].webhook.URL",
+        "did you mean url?",
+    );
+}
+
+#[test]
+fn text_that_is_not_json_is_unreadable() {
+    for text in [
+        "",
+        " ",
+        "{",
+        r#"{"hooks": [}"#,
+        r#"{"hooks": [1,]}"#,
+        "nul",
+        "{} x",
+        "{'hooks': []}",
+        r#"{"hooks": "\ud800"}"#,
+        "{\"hooks\": \"a\u{1}b\"}",
+        r#"{"hooks": 1e400}"#,
+        // Deeper than serde_json's recursion limit: an error, never a stack overflow.
+        &("[".repeat(200) + &"]".repeat(200)),
+        &("[".repeat(100_000)),
+        r#"{"hooks": [{"name": "a" "webhook": {}}]}"#,
+    ] {
+        let report = validate_on_completion_json(text, OC, &ctx());
+        assert_eq!(report.errors.len(), 1, "{text:?}: {report:?}");
+        assert_eq!(report.errors[0].path, OC);
+        assert!(
+            report.errors[0].message.starts_with("unreadable: "),
+            "{report:?}"
+        );
+        assert!(report.warnings.is_empty());
+    }
+    let report = validate_snapshot("{", &ctx());
+    assert!(report.errors[0].message.starts_with("not valid JSON (EOF"));
+}
+
+#[test]
+fn duplicate_keys_keep_the_last_value() {
+    // As the API server (Go's encoding/json) reads them.
+    let report = validate_on_completion_json(
+        r#"{"hooks": [{"name": "Bad_Name"}], "hooks": [{"name": "a", "name": "b", "webhook": {"url": "http://x.example/", "url": "https://x.example/", "signingSecretRef": {"name": "s", "key": "k"}}}]}"#,
+        OC,
+        &ctx(),
+    );
+    assert_valid(&report);
+}
+
+#[test]
+fn long_lists_report_every_duplicate_once() {
+    let nine: Vec<String> = (0..9)
+        .map(|i| text_hook(&format!("h{i}"), "https://h.example/"))
+        .collect();
+    let report = validate_on_completion_json(&text_hooks(&nine), OC, &ctx());
+    assert_only_error(&report, "spec.onCompletion.hooks", "at most 8 hooks");
+
+    let many: Vec<String> = (0..2_000)
+        .map(|i| {
+            text_hook(
+                &format!("h{}", i % 700),
+                if i % 3 == 0 {
+                    "http://h.example/"
+                } else {
+                    "https://h.example/"
+                },
+            )
+        })
+        .collect();
+    let report = validate_on_completion_json(&text_hooks(&many), OC, &ctx());
+    // Too many hooks, 1,300 duplicate names, 667 http URLs.
+    assert_eq!(report.errors.len(), 1 + 1_300 + 667);
+    assert!(
+        report
+            .errors
+            .iter()
+            .any(|e| e.path == "spec.onCompletion.hooks[1999].name"
+                && e.message.contains("already used by hooks[599]"))
+    );
 }

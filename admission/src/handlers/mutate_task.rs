@@ -60,7 +60,7 @@ mod tests {
     use super::*;
     use crate::cache::Lookup;
     use crate::fixtures::{self, Calls, NS, SPAWNER, cache, cached_spawner};
-    use crate::review::{Needs, parse};
+    use crate::review::parse;
 
     const SNAP: &str = r#"{"hooks":[{"name":"a","webhook":{"url":"https://h.example.com/x"}}]}"#;
 
@@ -77,7 +77,7 @@ mod tests {
 
     async fn run(c: &SpawnerCache, task: Value) -> Decision {
         let body = fixtures::task_create(task, "kelos-controller");
-        handle(&parse(&body, Needs::METADATA).unwrap(), c).await
+        handle(&parse(&body).unwrap(), c).await
     }
 
     fn ops(d: &Decision) -> Value {
@@ -222,7 +222,7 @@ mod tests {
         let (c, calls) = with_hooks();
         let t = fixtures::spawned_task(Value::Null);
         let body = fixtures::task_update(t.clone(), t, "u");
-        let d = handle(&parse(&body, Needs::METADATA).unwrap(), &c).await;
+        let d = handle(&parse(&body).unwrap(), &c).await;
         assert!(d.allowed && d.patch.is_none());
         assert!(calls.lock().unwrap().is_empty());
     }

@@ -53,7 +53,7 @@ pub fn decide(
     if is_create {
         let snapshot = new.annotations.as_ref().and_then(|a| a.get(ON_COMPLETION));
         if let Some(snapshot) = snapshot.filter(|s| !validated.is_some_and(|v| v.matches(s))) {
-            let report = validate_snapshot(snapshot.as_str(), &Context { ip_policy: policy });
+            let report = validate_snapshot(snapshot, &Context { ip_policy: policy });
             if !report.is_valid() {
                 return Decision::deny(400, format!("Task {name}: {}", report.error_summary()));
             }
@@ -110,7 +110,7 @@ pub fn changed_delivery_annotations<'m>(
             .into_iter()
             .flat_map(|a| a.iter())
             .filter(|(k, _)| k.starts_with(DELIVERY_PREFIX))
-            .map(|(k, v)| (k.as_ref(), v.as_ref()))
+            .map(|(k, v)| (&**k, &**v))
     };
     let mut changed: Vec<&str> = Vec::new();
     for (k, v) in delivery(Some(new)) {
@@ -135,11 +135,11 @@ mod tests {
 
     use super::*;
     use crate::fixtures::{self, DISPATCHER};
-    use crate::review::{Needs, parse};
+    use crate::review::parse;
 
     fn run(body: &[u8]) -> Decision {
         decide(
-            &parse(body, Needs::METADATA_AND_OLD).unwrap(),
+            &parse(body).unwrap(),
             &IpPolicy::default(),
             &[DISPATCHER.to_owned()],
             None,
@@ -166,7 +166,7 @@ mod tests {
             fixtures::spawned_task(json!({ON_COMPLETION: bad})),
             "kelos-controller",
         );
-        let req = parse(&body, Needs::METADATA_AND_OLD).unwrap();
+        let req = parse(&body).unwrap();
         let policy = IpPolicy::default();
         let ids = [DISPATCHER.to_owned()];
         assert!(decide(&req, &policy, &ids, Some(&Snapshot::new(bad))).allowed);
@@ -185,12 +185,7 @@ mod tests {
                 fixtures::spawned_task(json!({ON_COMPLETION: annotation})),
                 "kelos-controller",
             );
-            handle(
-                &parse(&body, Needs::METADATA_AND_OLD).unwrap(),
-                &cache,
-                &policy,
-                &ids,
-            )
+            handle(&parse(&body).unwrap(), &cache, &policy, &ids)
         };
         assert!(judge(&snap).allowed);
         // Anything else is validated in full.
@@ -322,15 +317,7 @@ mod tests {
         let new = fixtures::spawned_task(json!({DELIVERIES: "{}"}));
         let body = fixtures::task_update(old, new, "system:serviceaccount:x:y");
         let ids = ["a".to_owned(), "system:serviceaccount:x:y".to_owned()];
-        assert!(
-            decide(
-                &parse(&body, Needs::METADATA_AND_OLD).unwrap(),
-                &IpPolicy::default(),
-                &ids,
-                None
-            )
-            .allowed
-        );
+        assert!(decide(&parse(&body).unwrap(), &IpPolicy::default(), &ids, None).allowed);
         assert!(!run(&body).allowed);
     }
 

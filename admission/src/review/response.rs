@@ -64,47 +64,50 @@ pub struct Status {
     pub reason: &'static str,
 }
 
-/// Serialises the response review for `uid`.
-///
-/// Written by hand rather than through a derived `Serialize`: the patch is already base64, whose
-/// alphabet (`A–Z a–z 0–9 + / =`) never needs JSON escaping, so it is copied as is instead of
-/// being scanned character by character (2.6 KB for a spawner with 8 hooks, on every Task CREATE).
-/// Strings that may need escaping (uid, status, warnings) still go through serde_json.
-pub fn encode_response(uid: &str, decision: &Decision) -> Vec<u8> {
-    let patch = decision.patch.as_ref().map(Patch::base64);
-    let mut out = Vec::with_capacity(160 + uid.len() + patch.map_or(0, str::len));
-    out.extend_from_slice(br#"{"apiVersion":""#);
-    out.extend_from_slice(API_VERSION.as_bytes());
-    out.extend_from_slice(br#"","kind":""#);
-    out.extend_from_slice(KIND.as_bytes());
-    out.extend_from_slice(br#"","response":{"uid":"#);
-    // Writing strings, bools and integers into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut out, uid);
-    out.extend_from_slice(if decision.allowed {
-        br#","allowed":true"#
-    } else {
-        br#","allowed":false"#
-    });
-    if let Some(status) = &decision.status {
-        out.extend_from_slice(br#","status":"#);
-        let _ = serde_json::to_writer(&mut out, status);
-    }
-    if let Some(patch) = patch {
-        out.extend_from_slice(br#","patch":""#);
-        out.extend_from_slice(patch.as_bytes());
-        out.extend_from_slice(br#"","patchType":"JSONPatch""#);
-    }
-    if !decision.warnings.is_empty() {
-        out.extend_from_slice(br#","warnings":"#);
-        let _ = serde_json::to_writer(&mut out, &decision.warnings);
-    }
-    out.extend_from_slice(b"}}");
-    out
+/// The response review.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ResponseReview<'a> {
+    api_version: &'static str,
+    kind: &'static str,
+    response: Response<'a>,
 }
 
-/// The fixed response of the benchmark ceiling endpoint.
-pub const CEILING_RESPONSE: &[u8] =
-    br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"","allowed":true}}"#;
+/// `response` of the review.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Response<'a> {
+    uid: &'a str,
+    allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<&'a Status>,
+    /// Base64 of the JSON Patch (the admission API's `[]byte`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    warnings: &'a [String],
+}
+
+/// Serialises the response review for `uid`.
+pub fn encode_response(uid: &str, decision: &Decision) -> Vec<u8> {
+    let patch = decision.patch.as_ref().map(Patch::base64);
+    let review = ResponseReview {
+        api_version: API_VERSION,
+        kind: KIND,
+        response: Response {
+            uid,
+            allowed: decision.allowed,
+            status: decision.status.as_ref(),
+            patch,
+            patch_type: patch.map(|_| "JSONPatch"),
+            warnings: &decision.warnings,
+        },
+    };
+    // Strings, bools and integers into a Vec: serialising cannot fail.
+    serde_json::to_vec(&review).unwrap_or_default()
+}
 
 #[cfg(test)]
 mod tests {
@@ -127,12 +130,11 @@ mod tests {
             serde_json::from_slice(&encode_response("u2", &Decision::deny(403, "no"))).unwrap();
         assert_eq!(v["response"]["status"]["code"], 403);
         assert_eq!(v["response"]["allowed"], false);
-        let v: serde_json::Value = serde_json::from_slice(CEILING_RESPONSE).unwrap();
-        assert_eq!(v["response"]["allowed"], true);
+        assert!(v["response"].get("patch").is_none() && v["response"].get("warnings").is_none());
     }
 
     #[test]
-    fn hand_written_encoding_is_exact_json() {
+    fn encoding_is_exact_json() {
         let tricky = "q\"uote\\ \u{1} \n é ✓ </script>";
         let d = Decision::deny(400, tricky).with_warnings(vec![tricky.into(), String::new()]);
         let patch = Patch::new(format!(

@@ -5,7 +5,6 @@ use std::fmt;
 use serde_json::{Map, Value};
 
 use super::Report;
-use super::json::{Json, Members, View};
 
 /// A field path built lazily: the walk borrows one per level and only turns it into a `String`
 /// (via `Display`) when it records an error or warning, so valid input allocates no paths.
@@ -86,19 +85,7 @@ pub(crate) fn index(path: &str, index: usize) -> String {
 }
 
 /// The JSON type of `value` with its article, for "must be a string, got a number".
-pub(crate) fn kind(value: Json<'_>) -> &'static str {
-    match value.view() {
-        View::Null => "null",
-        View::Bool => "a boolean",
-        View::Number => "a number",
-        View::String(_) => "a string",
-        View::Array(_) => "an array",
-        View::Object(_) => "an object",
-    }
-}
-
-/// The JSON type of `value`, named as [`kind`] does.
-pub(crate) fn value_kind(value: &Value) -> &'static str {
+pub(crate) fn kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -112,13 +99,13 @@ pub(crate) fn value_kind(value: &Value) -> &'static str {
 /// `value`'s members, or an error at `path` saying what was expected (`what`, e.g.
 /// "an object with name and key").
 pub(crate) fn object<'v>(
-    value: Json<'v>,
+    value: &'v Value,
     path: &Path<'_>,
     what: &str,
     report: &mut Report,
-) -> Option<Members<'v>> {
-    match value.view() {
-        View::Object(members) => Some(members),
+) -> Option<&'v Map<String, Value>> {
+    match value {
+        Value::Object(members) => Some(members),
         _ => {
             report.error(path, format!("must be {what}, got {}", kind(value)));
             None
@@ -126,50 +113,24 @@ pub(crate) fn object<'v>(
     }
 }
 
-/// Reports every key of `members` that is not in `allowed`, suggesting the intended one for typos,
-/// and returns the raw values of the allowed ones, `null` included, in `allowed` order: one pass
-/// over the members instead of a search per field. As in a `serde_json::Value`, the last of
-/// duplicate keys counts.
-///
-/// Inlined, so that each call compares keys with its constant field names without a `memcmp`.
-#[inline(always)]
+/// Reports every key of `members` that is not in `allowed` (in the map's order), suggesting the
+/// intended one for typos, and returns the values of the allowed ones, `null` included, in
+/// `allowed` order.
 pub(crate) fn known_fields<'v, const N: usize>(
-    members: Members<'v>,
+    members: &'v Map<String, Value>,
     path: &Path<'_>,
     allowed: &[&str; N],
     report: &mut Report,
-) -> [Option<Json<'v>>; N] {
-    let mut found = [None; N];
-    let mut any_unknown = false;
-    for (key, value) in members {
-        match allowed.iter().position(|name| *name == key) {
-            Some(i) => found[i] = Some(value),
-            None => any_unknown = true,
-        }
-    }
-    if any_unknown {
-        unknown_fields(members, path, allowed, report);
-    }
-    found
-}
-
-/// Reports each key of `members` that is not in `allowed`.
-#[cold]
-fn unknown_fields(members: Members<'_>, path: &Path<'_>, allowed: &[&str], report: &mut Report) {
-    // Once per key, in the order a `serde_json::Map` keeps (sorted, or first insertion with
-    // serde_json's `preserve_order`), as when validation walked a `Value`.
-    let unknown: Map<String, Value> = members
-        .filter(|(key, _)| !allowed.contains(key))
-        .map(|(key, _)| (key.to_owned(), Value::Null))
-        .collect();
-    for key in unknown.keys() {
+) -> [Option<&'v Value>; N] {
+    for key in members.keys().filter(|k| !allowed.contains(&k.as_str())) {
         unknown_field(key, path, allowed, report);
     }
+    allowed.map(|name| members.get(name))
 }
 
 /// Treats `null` like an absent field (as Kubernetes does for optional fields, and serde does for
 /// `Option`).
-pub(crate) fn non_null(value: Option<Json<'_>>) -> Option<Json<'_>> {
+pub(crate) fn non_null(value: Option<&Value>) -> Option<&Value> {
     value.filter(|v| !v.is_null())
 }
 

@@ -1,9 +1,11 @@
 //! The rules for `onCompletion`, its hooks and their webhooks.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+
+use serde_json::Value;
 
 use super::fields::{Joined, Path, kind, known_fields, non_null, object};
-use super::json::{Items, Json, View};
 use super::names::{
     LABEL_MAX, SUBDOMAIN_MAX, is_dns1123_label, is_dns1123_subdomain, is_secret_key,
 };
@@ -19,7 +21,7 @@ const SIGNING_SECRET_REF_FIELDS: &[&str; 2] = &["name", "key"];
 const FORMATS: &[&str] = &["Generic", "CloudEvents", "Slack"];
 
 /// `onCompletion`: `null` (no hooks) or an object with an optional `hooks` list.
-pub(crate) fn on_completion(value: Json<'_>, path: &Path<'_>, ctx: &Context, report: &mut Report) {
+pub(crate) fn on_completion(value: &Value, path: &Path<'_>, ctx: &Context, report: &mut Report) {
     if value.is_null() {
         return;
     }
@@ -30,8 +32,8 @@ pub(crate) fn on_completion(value: Json<'_>, path: &Path<'_>, ctx: &Context, rep
     let Some(hooks) = hooks else {
         return;
     };
-    match hooks.view() {
-        View::Array(items) => hook_list(items, &path.field("hooks"), ctx, report),
+    match hooks {
+        Value::Array(items) => hook_list(items, &path.field("hooks"), ctx, report),
         // `hooks: null` is usually a list left empty by mistake; the typed API would refuse it too.
         _ => report.error(
             &path.field("hooks"),
@@ -43,7 +45,7 @@ pub(crate) fn on_completion(value: Json<'_>, path: &Path<'_>, ctx: &Context, rep
     }
 }
 
-fn hook_list(hooks: Items<'_>, path: &Path<'_>, ctx: &Context, report: &mut Report) {
+fn hook_list(hooks: &[Value], path: &Path<'_>, ctx: &Context, report: &mut Report) {
     if hooks.len() > MAX_HOOKS {
         report.error(
             path,
@@ -55,56 +57,34 @@ fn hook_list(hooks: Items<'_>, path: &Path<'_>, ctx: &Context, report: &mut Repo
         );
     }
     let mut names = Names::default();
-    for (i, value) in hooks.enumerate() {
+    for (i, value) in hooks.iter().enumerate() {
         hook(value, &path.index(i), i, ctx, &mut names, report);
     }
 }
 
-/// Up to this many names are kept in a list searched in order (a valid list has at most
-/// `MAX_HOOKS`); longer lists move to a hash map so huge invalid input stays linear.
-const NAMES_INLINE: usize = 2 * MAX_HOOKS;
-
 /// Hook names seen so far in a list, with the index that first used each.
 #[derive(Default)]
-pub(crate) struct Names<'v> {
-    few: Vec<(&'v str, usize)>,
-    many: HashMap<&'v str, usize>,
-}
+pub(crate) struct Names<'v>(HashMap<&'v str, usize>);
 
 impl<'v> Names<'v> {
     /// Records the name of hooks[`index`]; the error text when an earlier hook already has it.
     fn record(&mut self, name: &'v str, index: usize) -> Option<String> {
-        let first = if self.many.is_empty() {
-            self.few
-                .iter()
-                .find(|(seen, _)| *seen == name)
-                .map(|(_, i)| *i)
-        } else {
-            self.many.get(name).copied()
-        };
-        if let Some(first) = first {
-            return Some(format!(
-                "duplicate name {name:?}, already used by hooks[{first}]; hook names must be unique"
-            ));
-        }
-        if !self.many.is_empty() {
-            self.many.insert(name, index);
-        } else if self.few.len() < NAMES_INLINE {
-            if self.few.is_empty() {
-                self.few.reserve(MAX_HOOKS);
+        match self.0.entry(name) {
+            Entry::Occupied(first) => Some(format!(
+                "duplicate name {name:?}, already used by hooks[{}]; hook names must be unique",
+                first.get()
+            )),
+            Entry::Vacant(slot) => {
+                slot.insert(index);
+                None
             }
-            self.few.push((name, index));
-        } else {
-            self.many.extend(self.few.drain(..));
-            self.many.insert(name, index);
         }
-        None
     }
 }
 
 /// hooks[`position`]; `names` carries the names of the hooks before it (uniqueness).
 pub(crate) fn hook<'v>(
-    value: Json<'v>,
+    value: &'v Value,
     path: &Path<'_>,
     position: usize,
     ctx: &Context,
@@ -122,9 +102,9 @@ pub(crate) fn hook<'v>(
     let [name, phases_value, webhook_value] = known_fields(map, path, HOOK_FIELDS, report);
 
     let name_path = path.field("name");
-    match non_null(name).map(|name| (name, name.view())) {
+    match non_null(name) {
         None => report.error(&name_path, "required; name the hook, e.g. notify-team"),
-        Some((_, View::String(name))) => {
+        Some(Value::String(name)) => {
             if name.is_empty() {
                 report.error(
                     &name_path,
@@ -143,7 +123,7 @@ pub(crate) fn hook<'v>(
                 report.error(&name_path, duplicate);
             }
         }
-        Some((other, _)) => {
+        Some(other) => {
             report.error(
                 &name_path,
                 format!("must be a string, got {}; e.g. notify-team", kind(other)),
@@ -165,16 +145,16 @@ pub(crate) fn hook<'v>(
     }
 }
 
-fn phases(value: Json<'_>, path: &Path<'_>, report: &mut Report) {
+fn phases(value: &Value, path: &Path<'_>, report: &mut Report) {
     let allowed = Joined(&Phase::ALL);
-    let View::Array(items) = value.view() else {
+    let Value::Array(items) = value else {
         report.error(
             path,
             format!("must be a list of phases ({allowed}), got {}", kind(value)),
         );
         return;
     };
-    if items.len() == 0 {
+    if items.is_empty() {
         report.error(
             path,
             format!("must not be empty; list some of {allowed}, or omit phases to fire on both"),
@@ -182,9 +162,9 @@ fn phases(value: Json<'_>, path: &Path<'_>, report: &mut Report) {
     }
     // The index that first listed each phase, by its position in `Phase::ALL`.
     let mut seen = [None::<usize>; Phase::ALL.len()];
-    for (i, item) in items.enumerate() {
+    for (i, item) in items.iter().enumerate() {
         let item_path = path.index(i);
-        let View::String(phase) = item.view() else {
+        let Value::String(phase) = item else {
             report.error(
                 &item_path,
                 format!("must be a string, one of {allowed}; got {}", kind(item)),
@@ -215,7 +195,7 @@ fn phases(value: Json<'_>, path: &Path<'_>, report: &mut Report) {
 }
 
 /// A hook's `webhook` block.
-pub(crate) fn webhook(value: Json<'_>, path: &Path<'_>, ctx: &Context, report: &mut Report) {
+pub(crate) fn webhook(value: &Value, path: &Path<'_>, ctx: &Context, report: &mut Report) {
     let Some(map) = object(
         value,
         path,
@@ -228,10 +208,10 @@ pub(crate) fn webhook(value: Json<'_>, path: &Path<'_>, ctx: &Context, report: &
         known_fields(map, path, WEBHOOK_FIELDS, report);
 
     let url_path = path.field("url");
-    match non_null(url).map(|url| (url, url.view())) {
+    match non_null(url) {
         None => report.error(&url_path, "required; set the receiver's https:// URL"),
-        Some((_, View::String(url))) => judge_url(url, &url_path, ctx, report),
-        Some((other, _)) => report.error(
+        Some(Value::String(url)) => judge_url(url, &url_path, ctx, report),
+        Some(other) => report.error(
             &url_path,
             format!("must be a string (an https:// URL), got {}", kind(other)),
         ),
@@ -256,9 +236,9 @@ pub(crate) fn webhook(value: Json<'_>, path: &Path<'_>, ctx: &Context, report: &
     if let Some(format) = non_null(format) {
         let format_path = path.field("format");
         let allowed = Joined(FORMATS);
-        match format.view() {
-            View::String(f) if FORMATS.contains(&f) => {}
-            View::String(f) => report.error(
+        match format {
+            Value::String(f) if FORMATS.contains(&f.as_str()) => {}
+            Value::String(f) => report.error(
                 &format_path,
                 format!("unknown format {f:?}; allowed: {allowed} (default Generic)"),
             ),
@@ -271,7 +251,7 @@ pub(crate) fn webhook(value: Json<'_>, path: &Path<'_>, ctx: &Context, report: &
 }
 
 /// `secretRef` (`name`) or, `with_key`, `signingSecretRef` (`name`, `key`).
-fn secret_reference(value: Json<'_>, path: &Path<'_>, with_key: bool, report: &mut Report) {
+fn secret_reference(value: &Value, path: &Path<'_>, with_key: bool, report: &mut Report) {
     let what = if with_key {
         "an object with name and key"
     } else {
@@ -290,75 +270,46 @@ fn secret_reference(value: Json<'_>, path: &Path<'_>, with_key: bool, report: &m
     };
 
     let name_path = path.field("name");
-    match non_null(name).map(|name| (name, name.view())) {
+    match non_null(name) {
         None => report.error(&name_path, "required; the name of a Secret in the Task's namespace"),
-        Some((_, View::String(name))) if is_dns1123_subdomain(name) => {}
-        Some((_, View::String(""))) => {
+        Some(Value::String(name)) if is_dns1123_subdomain(name) => {}
+        Some(Value::String(name)) if name.is_empty() => {
             report.error(&name_path, "must not be empty; the name of a Secret in the Task's namespace")
         }
-        Some((_, View::String(name))) => report.error(
+        Some(Value::String(name)) => report.error(
             &name_path,
             format!(
                 "{name:?} is not a valid Secret name: use lowercase letters, digits, '-' and '.', starting and \
                  ending with a letter or digit, at most {SUBDOMAIN_MAX} characters"
             ),
         ),
-        Some((other, _)) => report.error(&name_path, format!("must be a string (a Secret name), got {}", kind(other))),
+        Some(other) => report.error(&name_path, format!("must be a string (a Secret name), got {}", kind(other))),
     }
 
     let Some(key) = key else {
         return;
     };
     let key_path = path.field("key");
-    match non_null(key).map(|key| (key, key.view())) {
+    match non_null(key) {
         None => report.error(
             &key_path,
             "required; the key in the Secret that holds the signing key (whsec_…)",
         ),
-        Some((_, View::String(key))) if is_secret_key(key) => {}
-        Some((_, View::String(""))) => report.error(
+        Some(Value::String(key)) if is_secret_key(key) => {}
+        Some(Value::String(key)) if key.is_empty() => report.error(
             &key_path,
             "must not be empty; the key in the Secret that holds the signing key",
         ),
-        Some((_, View::String(key))) => report.error(
+        Some(Value::String(key)) => report.error(
             &key_path,
             format!(
                 "{key:?} is not a valid Secret key: use letters, digits, '-', '_' and '.', at most \
                  {SUBDOMAIN_MAX} characters, not starting with '..'"
             ),
         ),
-        Some((other, _)) => report.error(
+        Some(other) => report.error(
             &key_path,
             format!("must be a string (a Secret key), got {}", kind(other)),
         ),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_find_duplicates_before_and_after_the_list_turns_into_a_map() {
-        let owned: Vec<String> = (0..NAMES_INLINE + 4).map(|i| format!("h{i}")).collect();
-        let mut names = Names::default();
-        for (i, name) in owned.iter().enumerate() {
-            assert_eq!(names.record(name, i), None, "{name}");
-        }
-        assert!(!names.many.is_empty() && names.few.is_empty());
-        let duplicate = names.record("h0", 99);
-        assert!(
-            duplicate.is_some_and(|text| text.contains("already used by hooks[0]")),
-            "first use kept across the switch"
-        );
-        let last = NAMES_INLINE + 3;
-        let duplicate = names.record(&owned[last], 100);
-        assert!(duplicate.is_some_and(|text| text.contains(&format!("hooks[{last}]"))));
-
-        let mut few = Names::default();
-        assert_eq!(few.record("a", 0), None);
-        assert_eq!(few.record("b", 1), None);
-        assert!(few.record("a", 2).is_some_and(|t| t.contains("hooks[0]")));
-        assert!(few.many.is_empty());
     }
 }

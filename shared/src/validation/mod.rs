@@ -1,16 +1,14 @@
 //! The rules for `onCompletion`, as pure functions over what the user wrote.
 //!
-//! Validation walks the JSON as written (not the typed structs), so wrong types, unknown phases
-//! and misspelt fields (`signingSecretref`) are reported too, each with its field path, all at
-//! once. Anything these functions accept deserialises into [`crate::api::OnCompletion`]. The rules
-//! walk a borrowed tree (`json.rs`) built from JSON text or from a `serde_json::Value`, so both
-//! give the same report; from text, no `Value` is built.
+//! Validation walks the JSON as written (a `serde_json::Value`, not the typed structs), so wrong
+//! types, unknown phases and misspelt fields (`signingSecretref`) are reported too, each with its
+//! field path, all at once. Anything these functions accept deserialises into
+//! [`crate::api::OnCompletion`].
 //! Used by the admission server (TaskSpawners and the Task annotation), the offline `validate`
 //! command and the dispatcher's fallback path.
 
 mod fields;
 mod hooks;
-mod json;
 mod names;
 mod url;
 
@@ -22,7 +20,6 @@ use crate::annotations::ON_COMPLETION;
 use crate::api::{Hook, OnCompletion, Webhook};
 use crate::ip::IpPolicy;
 
-pub use self::json::ParsedJson;
 pub use self::url::validate_url;
 
 /// One rule violation at one field.
@@ -130,7 +127,7 @@ pub fn validate_task_spawner(obj: &Value, ctx: &Context) -> Report {
             "",
             format!(
                 "a TaskSpawner must be a JSON/YAML object, got {}",
-                fields::value_kind(obj)
+                fields::kind(obj)
             ),
         );
         return report;
@@ -148,7 +145,7 @@ pub fn validate_task_spawner(obj: &Value, ctx: &Context) -> Report {
         }
         Some(other) => report.error(
             "spec",
-            format!("must be an object, got {}", fields::value_kind(other)),
+            format!("must be an object, got {}", fields::kind(other)),
         ),
     }
     report
@@ -158,37 +155,22 @@ pub fn validate_task_spawner(obj: &Value, ctx: &Context) -> Report {
 /// `null` is valid (no hooks).
 pub fn validate_on_completion(value: &Value, path: &str, ctx: &Context) -> Report {
     let mut report = Report::default();
-    if value.is_null() {
-        return report;
-    }
-    let walked = json::view(value, |root| {
-        hooks::on_completion(root, &fields::Path::Root(path), ctx, &mut report);
-    });
-    if let Err(e) = walked {
-        report.error(path, format!("unreadable: {e}"));
-    }
+    hooks::on_completion(value, &fields::Path::Root(path), ctx, &mut report);
     report
 }
 
-/// Validates an `onCompletion` block given as JSON text, as [`validate_on_completion`] does the
-/// parsed value (same report), without building a `serde_json::Value`. Text that is not JSON gets
-/// one error at `path`: `unreadable: {serde_json's error}`. `null` is valid (no hooks).
+/// Validates an `onCompletion` block given as JSON text (as the admission review carries it),
+/// as [`validate_on_completion`] does the parsed value. Text that is not JSON gets one error at
+/// `path`: `unreadable: {serde_json's error}`. `null` is valid (no hooks).
 pub fn validate_on_completion_json(json: &str, path: &str, ctx: &Context) -> Report {
-    let mut report = Report::default();
-    let walked = json::read(json, |root| {
-        hooks::on_completion(root, &fields::Path::Root(path), ctx, &mut report);
-    });
-    if let Err(e) = walked {
-        report.error(path, format!("unreadable: {e}"));
+    match serde_json::from_str::<Value>(json) {
+        Ok(value) => validate_on_completion(&value, path, ctx),
+        Err(e) => {
+            let mut report = Report::default();
+            report.error(path, format!("unreadable: {e}"));
+            report
+        }
     }
-    report
-}
-
-/// [`validate_on_completion_json`] for a value its reader already parsed (same report).
-pub fn validate_on_completion_parsed(parsed: &ParsedJson<'_>, path: &str, ctx: &Context) -> Report {
-    let mut report = Report::default();
-    hooks::on_completion(parsed.root(), &fields::Path::Root(path), ctx, &mut report);
-    report
 }
 
 /// Validates the text of the `kelos.dev/on-completion` Task annotation: JSON of the same shape as
@@ -196,21 +178,20 @@ pub fn validate_on_completion_parsed(parsed: &ParsedJson<'_>, path: &str, ctx: &
 pub fn validate_snapshot(annotation: &str, ctx: &Context) -> Report {
     let path = format!("metadata.annotations[{ON_COMPLETION}]");
     let mut report = Report::default();
-    let walked = json::read(annotation, |root| {
-        if root.is_null() {
-            report.error(&*path, "must be a JSON object such as {\"hooks\":[…]}, got null; kelos-hooks writes this annotation at Task creation, remove it");
-        } else {
-            hooks::on_completion(root, &fields::Path::Root(&path), ctx, &mut report);
-        }
-    });
-    if let Err(e) = walked {
-        report.error(
+    match serde_json::from_str::<Value>(annotation) {
+        Ok(Value::Null) => report.error(
+            path,
+            "must be a JSON object such as {\"hooks\":[…]}, got null; kelos-hooks writes this \
+             annotation at Task creation, remove it",
+        ),
+        Ok(value) => hooks::on_completion(&value, &fields::Path::Root(&path), ctx, &mut report),
+        Err(e) => report.error(
             path,
             format!(
                 "not valid JSON ({e}); kelos-hooks writes this annotation at Task creation, remove it \
                  rather than writing it by hand"
             ),
-        );
+        ),
     }
     report
 }
@@ -227,20 +208,19 @@ fn validate_typed<T: serde::Serialize>(
     typed: &T,
     path: &str,
     report: &mut Report,
-    rule: impl FnOnce(json::Json<'_>, &mut Report),
+    rule: impl FnOnce(&Value, &mut Report),
 ) {
     // Strings and enums always serialise; report rather than panic if that ever changes.
-    let walked =
-        serde_json::to_value(typed).and_then(|value| json::view(&value, |root| rule(root, report)));
-    if let Err(e) = walked {
-        report.error(path, format!("cannot be serialised: {e}"));
+    match serde_json::to_value(typed) {
+        Ok(value) => rule(&value, report),
+        Err(e) => report.error(path, format!("cannot be serialised: {e}")),
     }
 }
 
 impl Validate for OnCompletion {
     fn validate(&self, path: &str, ctx: &Context, report: &mut Report) {
         validate_typed(self, path, report, |v, r| {
-            hooks::on_completion(v, &fields::Path::Root(path), ctx, r)
+            hooks::on_completion(v, &fields::Path::Root(path), ctx, r);
         });
     }
 }
@@ -263,7 +243,7 @@ impl Validate for Hook {
 impl Validate for Webhook {
     fn validate(&self, path: &str, ctx: &Context, report: &mut Report) {
         validate_typed(self, path, report, |v, r| {
-            hooks::webhook(v, &fields::Path::Root(path), ctx, r)
+            hooks::webhook(v, &fields::Path::Root(path), ctx, r);
         });
     }
 }

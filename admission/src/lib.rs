@@ -1,0 +1,19 @@
+//! The kelos-hooks admission server: its modules, used by the `kelos-hooks-admission` binary
+//! (`main.rs`) and by the in-process benchmark (`examples/review_cost.rs`).
+#![forbid(unsafe_code)]
+
+pub mod admission;
+pub mod cache;
+pub mod cli;
+pub mod crd_check;
+pub mod error;
+#[cfg(test)]
+mod fixtures;
+pub mod handlers;
+pub mod metrics;
+pub mod patch;
+pub mod review;
+pub mod self_managed;
+pub mod server;
+pub mod tls;
+pub mod validate_cmd;
