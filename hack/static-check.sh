@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds both binaries statically (what the images would contain) and checks that they run:
 # no dynamic loader, --version, the offline commands, and name resolution through /etc/hosts.
-# The Dockerfiles build for x86_64-unknown-linux-musl; where that target cannot be installed
+# The Dockerfile builds for x86_64-unknown-linux-musl; where that target cannot be installed
 # (rustup's download host unreachable), this builds glibc +crt-static binaries instead.
 #
 #   hack/static-check.sh        (several minutes: a release build; run by hand, not in CI)

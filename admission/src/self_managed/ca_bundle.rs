@@ -24,34 +24,24 @@ pub fn patch(entries: &[(String, Option<Vec<u8>>)], bundle: &[u8]) -> Option<Val
     }
 }
 
-/// Entries of a ValidatingWebhookConfiguration.
-pub fn validating_entries(
-    c: &k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration,
-) -> Entries {
-    c.webhooks
+/// Entries of a webhook configuration, validating or mutating: both keep them in the same
+/// `webhooks[].name` and `webhooks[].clientConfig.caBundle` fields.
+pub fn entries<C: serde::Serialize>(config: &C) -> Entries {
+    let value = serde_json::to_value(config).unwrap_or(Value::Null);
+    let webhooks = value["webhooks"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    webhooks
         .iter()
-        .flatten()
-        .map(|w| {
-            (
-                w.name.clone(),
-                w.client_config.ca_bundle.as_ref().map(|b| b.0.clone()),
+        .filter_map(|w| {
+            let name = w["name"].as_str()?.to_owned();
+            let bundle = serde_json::from_value::<k8s_openapi::ByteString>(
+                w["clientConfig"]["caBundle"].clone(),
             )
-        })
-        .collect()
-}
-
-/// Entries of a MutatingWebhookConfiguration.
-pub fn mutating_entries(
-    c: &k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration,
-) -> Entries {
-    c.webhooks
-        .iter()
-        .flatten()
-        .map(|w| {
-            (
-                w.name.clone(),
-                w.client_config.ca_bundle.as_ref().map(|b| b.0.clone()),
-            )
+            .ok()
+            .map(|b| b.0);
+            Some((name, bundle))
         })
         .collect()
 }
@@ -59,7 +49,9 @@ pub fn mutating_entries(
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
-    use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+    use k8s_openapi::api::admissionregistration::v1::{
+        MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+    };
 
     use super::*;
 
@@ -93,6 +85,16 @@ mod tests {
 
     #[test]
     fn reads_entries_of_a_configuration() {
+        let mutating: MutatingWebhookConfiguration = serde_json::from_value(json!({
+            "metadata": {"name": "m"},
+            "webhooks": [{"name": "m1", "clientConfig": {"url": "https://127.0.0.1/m", "caBundle": "b2xk"},
+                          "sideEffects": "None", "admissionReviewVersions": ["v1"]}]
+        }))
+        .unwrap();
+        assert_eq!(
+            entries(&mutating),
+            vec![("m1".to_owned(), Some(b"old".to_vec()))]
+        );
         let c: ValidatingWebhookConfiguration = serde_json::from_value(json!({
             "metadata": {"name": "x"},
             "webhooks": [
@@ -103,7 +105,7 @@ mod tests {
             ]
         }))
         .unwrap();
-        let entries = validating_entries(&c);
+        let entries = entries(&c);
         assert_eq!(
             entries,
             vec![

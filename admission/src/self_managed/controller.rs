@@ -12,6 +12,8 @@ use k8s_openapi::api::admissionregistration::v1::{
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use super::Config;
 use super::ca_bundle;
@@ -206,34 +208,32 @@ impl Controller {
     async fn patch_bundles(&mut self, bundle: &[u8]) -> BundleOutcome {
         let mut outcome = BundleOutcome::default();
         if let Some(name) = self.config.validating.clone() {
-            let got = self
-                .validating
-                .get_opt(&name)
-                .await
-                .map(|c| c.map(|c| ca_bundle::validating_entries(&c)));
-            self.patch_one("validating", &name, got, bundle, &mut outcome)
+            let api = self.validating.clone();
+            self.patch_one(&api, "validating", &name, bundle, &mut outcome)
                 .await;
         }
         if let Some(name) = self.config.mutating.clone() {
-            let got = self
-                .mutating
-                .get_opt(&name)
-                .await
-                .map(|c| c.map(|c| ca_bundle::mutating_entries(&c)));
-            self.patch_one("mutating", &name, got, bundle, &mut outcome)
+            let api = self.mutating.clone();
+            self.patch_one(&api, "mutating", &name, bundle, &mut outcome)
                 .await;
         }
         outcome
     }
 
-    async fn patch_one(
+    async fn patch_one<K>(
         &mut self,
+        api: &Api<K>,
         kind: &'static str,
         name: &str,
-        got: kube::Result<Option<ca_bundle::Entries>>,
         bundle: &[u8],
         outcome: &mut BundleOutcome,
-    ) {
+    ) where
+        K: kube::Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+    {
+        let got = api
+            .get_opt(name)
+            .await
+            .map(|c| c.as_ref().map(ca_bundle::entries));
         let problem = match got {
             Ok(None) => {
                 outcome.missing = true;
@@ -248,18 +248,10 @@ impl Controller {
             Ok(Some(entries)) => match ca_bundle::patch(&entries, bundle) {
                 None => None,
                 Some(patch) => {
-                    let result = match kind {
-                        "validating" => self
-                            .validating
-                            .patch(name, &PatchParams::default(), &Patch::Strategic(&patch))
-                            .await
-                            .map(drop),
-                        _ => self
-                            .mutating
-                            .patch(name, &PatchParams::default(), &Patch::Strategic(&patch))
-                            .await
-                            .map(drop),
-                    };
+                    let result = api
+                        .patch(name, &PatchParams::default(), &Patch::Strategic(&patch))
+                        .await
+                        .map(drop);
                     match result {
                         Ok(()) => {
                             self.metrics.observe_ca_bundle_patch(kind);
