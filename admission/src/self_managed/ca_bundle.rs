@@ -36,11 +36,13 @@ pub fn entries<C: serde::Serialize>(config: &C) -> Entries {
         .iter()
         .filter_map(|w| {
             let name = w["name"].as_str()?.to_owned();
-            let bundle = serde_json::from_value::<k8s_openapi::ByteString>(
-                w["clientConfig"]["caBundle"].clone(),
-            )
-            .ok()
-            .map(|b| b.0);
+            // Absent (or null) is "no bundle", not an empty one.
+            let bundle = match &w["clientConfig"]["caBundle"] {
+                Value::Null => None,
+                b => serde_json::from_value::<k8s_openapi::ByteString>(b.clone())
+                    .ok()
+                    .map(|b| b.0),
+            };
             Some((name, bundle))
         })
         .collect()
