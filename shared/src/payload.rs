@@ -6,7 +6,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 
 use crate::annotations::SPAWNER_LABEL;
-use crate::api::{Format, Hook, Phase, Task};
+use crate::api::{Format, Hook, Phase, Quantity, Task};
 
 /// `Content-Type` of the Generic and Slack formats.
 pub const JSON: &str = "application/json";
@@ -57,12 +57,8 @@ pub fn generic(
     let meta = &task.metadata;
     let status = task.status.clone().unwrap_or_default();
     let usage = status.usage.clone().unwrap_or_default();
-    // kelos stores costUSD as a Quantity (int-or-string): report it as a decimal string.
-    let cost = match usage.cost_usd {
-        Some(Value::String(s)) => Value::String(s),
-        Some(Value::Number(n)) => Value::String(n.to_string()),
-        _ => Value::Null,
-    };
+    // kelos writes costUSD as a canonical Quantity ("420m"): receivers get a decimal ("0.42").
+    let cost = usage.cost_usd.as_ref().map(Quantity::to_decimal);
     let spawner = meta.labels.as_ref().and_then(|l| l.get(SPAWNER_LABEL));
     json!({
         "type": event_type(phase),
@@ -76,8 +72,8 @@ pub fn generic(
             "spawner": opt(spawner),
             "phase": phase.as_str(),
             "message": opt(status.message.as_ref()),
-            "agentType": opt(task.spec.agent_type.as_ref()),
-            "model": opt(task.spec.model.as_ref()),
+            "agentType": task.spec.resolved_agent_type(),
+            "model": task.spec.resolved_model(),
             "startTime": opt(status.start_time.as_ref()),
             "completionTime": opt(status.completion_time.as_ref()),
             "outputs": status.outputs.unwrap_or_default(),
@@ -249,7 +245,7 @@ mod tests {
             ]),
             results: Some([("pr".to_owned(), "1".to_owned())].into()),
             usage: Some(Usage {
-                cost_usd: Some(json!("0.42")),
+                cost_usd: Some(Quantity::Text("420m".into())),
                 input_tokens: Some(1200),
                 output_tokens: Some(300),
             }),
