@@ -97,7 +97,7 @@ build_helm() {
 build_kelos() {
   local src=$1 out=$2 tmp
   log "building kelos-controller and kelos-spawner $(basename "$out") from $src (about 95 s cold)"
-  tmp=$(mktemp -d "$(dirname "$out")/.build.XXXXXX")
+  tmp=$(mktemp -d "$(dirname "$out")/.build.XXXXXX") && chmod 755 "$tmp"
   (cd "$src" && go build -trimpath -ldflags "-s -w" -o "$tmp/" ./cmd/kelos-controller ./cmd/kelos-spawner) ||
     { rm -rf "$tmp"; return 1; }
   rm -rf "$out" && mv "$tmp" "$out" # all or nothing: a half-built directory never looks complete

@@ -304,6 +304,100 @@ mod tests {
         assert_eq!(failed["type"], "kelos.task.failed");
     }
 
+    /// Tasks exactly as kelos 77d9ad8e left them on the API server in the e2e run
+    /// (`KELOS_HOOKS_WRITE_KELOS_FIXTURES`, tests/tests/kelos.rs; managedFields dropped).
+    fn kelos_task(json: &str) -> Task {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn a_real_kelos_task_shows_no_null_where_kelos_has_a_value() {
+        let task = kelos_task(include_str!("../testdata/kelos-task-succeeded.json"));
+        assert_eq!(
+            task.spec.agent_type, None,
+            "kelos v1alpha2 keeps it in spec.worker"
+        );
+        let v = generic(&task, &hook(None), Phase::Succeeded, "id", ts());
+        let t = &v["task"];
+        assert_eq!(t["agentType"], "claude-code");
+        assert_eq!(t["model"], "opus");
+        assert_eq!(t["spawner"], "weekly");
+        assert_eq!(t["message"], "Task completed successfully");
+        assert_eq!(
+            t["startTime"],
+            task.status.as_ref().unwrap().start_time.as_deref().unwrap()
+        );
+        assert!(t["completionTime"].is_string(), "{t}");
+        // kelos stores the agent's "cost-usd: 0.42" as the canonical quantity "420m".
+        assert_eq!(
+            task.status
+                .as_ref()
+                .unwrap()
+                .usage
+                .as_ref()
+                .unwrap()
+                .cost_usd,
+            Some(Quantity::Text("420m".into()))
+        );
+        assert_eq!(
+            t["usage"],
+            json!({"costUSD": "0.42", "inputTokens": 1200, "outputTokens": 340})
+        );
+        assert_eq!(t["outputs"][0], "https://github.com/kelos-dev/demo/pull/7");
+        assert_eq!(t["results"]["branch"], "deps-update");
+        let nulls: Vec<&String> = t
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(_, v)| v.is_null())
+            .map(|(k, _)| k)
+            .collect();
+        assert!(nulls.is_empty(), "null fields: {nulls:?} in {t}");
+
+        let failed = kelos_task(include_str!("../testdata/kelos-task-failed.json"));
+        let v = generic(&failed, &hook(None), Phase::Failed, "id", ts());
+        assert_eq!(v["task"]["message"], "Task failed");
+        assert_eq!(v["task"]["agentType"], "claude-code");
+        // The failed run printed no output-tokens: the one null kelos has no value for.
+        assert_eq!(
+            v["task"]["usage"],
+            json!({"costUSD": "0.05", "inputTokens": 90, "outputTokens": null})
+        );
+        let schema: Value =
+            serde_json::from_str(include_str!("../../docs/payload.schema.json")).unwrap();
+        schema_check::validate(&schema, &v, "$").unwrap();
+    }
+
+    #[test]
+    fn the_worker_wins_over_the_deprecated_top_level_fields() {
+        let mut task: Task = serde_json::from_value(json!({
+            "apiVersion": "kelos.dev/v1alpha2", "kind": "Task", "metadata": {"name": "t"},
+            "spec": {"type": "codex", "model": "old", "worker": {"type": "claude-code", "model": ""}},
+        }))
+        .unwrap();
+        assert_eq!(task.spec.resolved_agent_type(), Some("claude-code"));
+        assert_eq!(
+            task.spec.resolved_model(),
+            Some("old"),
+            "an empty worker model is unset"
+        );
+        task.spec.worker = None;
+        assert_eq!(task.spec.resolved_agent_type(), Some("codex"));
+        let v = generic(&task, &hook(None), Phase::Failed, "x", ts());
+        assert_eq!(v["task"]["agentType"], "codex");
+        assert_eq!(v["task"]["model"], "old");
+        // Unknown worker fields survive a round trip (the dispatcher never rewrites a spec, but
+        // a typed read must not lose what kelos owns).
+        let w: crate::api::Worker = serde_json::from_value(
+            json!({"type": "codex", "image": "x", "podOverrides": {"env": []}}),
+        )
+        .unwrap();
+        assert_eq!(
+            serde_json::to_value(&w).unwrap(),
+            json!({"type": "codex", "image": "x", "podOverrides": {"env": []}})
+        );
+    }
+
     #[test]
     fn generic_with_empty_status_has_nulls_not_panics() {
         let bare = Task::new("t", TaskSpec::default());

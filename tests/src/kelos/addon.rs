@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use kelos_hooks_certs::{Ca, San, write_pair};
 use kelos_hooks_shared::annotations::{ON_COMPLETION, SPAWNER_LABEL};
+use kube::ResourceExt;
 use kube::api::{Api, PostParams};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::json;
@@ -152,7 +153,8 @@ impl AddOn {
     }
 
     /// Waits until the API server calls both configurations for this namespace (they are picked
-    /// up asynchronously): a TaskSpawner with an `http://` hook is denied, and a forged snapshot
+    /// up asynchronously): a TaskSpawner whose hook URL is a blocked address (which the CRD schema
+    /// allows and only the webhook refuses) is denied, and a forged snapshot
     /// on a Task of an unknown spawner is removed (both dry-run).
     async fn wait_effective(&self, k: &Kelos) -> Result<()> {
         let client = k.cluster().client().await?;
@@ -176,7 +178,7 @@ impl AddOn {
                 "when": {"cron": {"schedule": "0 9 * * 1"}},
                 "taskTemplate": {"worker": {"type": "claude-code", "credentials": {"type": "none"}},
                                  "promptTemplate": "probe"},
-                "onCompletion": {"hooks": [{"name": "probe", "webhook": {"url": "http://hooks.example.com/x"}}]},
+                "onCompletion": {"hooks": [{"name": "probe", "webhook": {"url": "https://10.0.0.1/x"}}]},
             },
         }))?;
         let forged: DynamicObject = serde_json::from_value(json!({
@@ -187,23 +189,25 @@ impl AddOn {
         }))?;
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut validating = false;
+        let mut last = String::new();
         loop {
             if !validating {
-                validating = matches!(spawners.create(&dry_run, &bad_spawner).await,
-                    Err(kube::Error::Api(e)) if e.message.contains("denied the request"));
+                match spawners.create(&dry_run, &bad_spawner).await {
+                    Err(kube::Error::Api(e)) if e.message.contains("denied the request") => {
+                        validating = true;
+                    }
+                    other => last = format!("TaskSpawner probe: {other:?}"),
+                }
             }
-            if validating
-                && let Ok(t) = tasks.create(&dry_run, &forged).await
-                && t.metadata
-                    .annotations
-                    .as_ref()
-                    .is_none_or(|a| !a.contains_key(ON_COMPLETION))
-            {
-                return Ok(());
+            if validating {
+                match tasks.create(&dry_run, &forged).await {
+                    Ok(t) if t.annotations().get(ON_COMPLETION).is_none() => return Ok(()),
+                    other => last = format!("Task probe: {other:?}"),
+                }
             }
             if Instant::now() > deadline {
                 bail!(
-                    "our webhooks not effective in {} within 30s:\n{}",
+                    "our webhooks not effective in {} within 30s; last probe: {last}\n{}",
                     self.ns,
                     self.admission_log()
                 );

@@ -197,16 +197,45 @@ impl Controller {
     }
 }
 
-/// The last `lines` lines of the file at `path` (empty when unreadable).
+/// The last `lines` lines of kelos's log at `path` (empty when unreadable), its JSON lines
+/// shortened to time, level, message, object and error (no stack traces).
 pub fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    let tail: Vec<&str> = text.lines().rev().take(lines).collect();
+    let tail: Vec<String> = text.lines().rev().take(lines).map(compact).collect();
     tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+}
+
+fn compact(line: &str) -> String {
+    let Ok(serde_json::Value::Object(entry)) = serde_json::from_str(line) else {
+        return line.to_owned();
+    };
+    let field = |k: &str| match entry.get(k) {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(v) => v.to_string(),
+        None => String::new(),
+    };
+    let mut out = format!("{} {} {}", field("ts"), field("level"), field("msg"));
+    for k in ["namespace", "name", "error"] {
+        if entry.contains_key(k) {
+            out.push_str(&format!(" {k}={}", field(k)));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_lines_lose_their_stack_traces() {
+        let line = r#"{"level":"error","ts":"T","msg":"Reconciler error","namespace":"n","name":"t","error":"boom","stacktrace":"a\nb"}"#;
+        assert_eq!(
+            compact(line),
+            "T error Reconciler error namespace=n name=t error=boom"
+        );
+        assert_eq!(compact("plain text"), "plain text");
+    }
 
     #[test]
     fn chart_args_keep_everything_but_leader_election() {

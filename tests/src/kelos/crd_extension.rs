@@ -3,9 +3,11 @@
 //!
 //! Until then the harness does what the add-on is to do: put the `onCompletion` schema our code
 //! generates (`kelos_hooks_shared::crd::task_spawner`, what `kelos-hooks-admission crds` prints)
-//! into the served v1alpha2 schema of kelos's `taskspawners.kelos.dev`, by server-side apply under
-//! a field manager of its own. `spec.versions` is an atomic list, so the apply carries kelos's
-//! versions whole, with only that property added.
+//! into the schema of kelos's `taskspawners.kelos.dev`, by server-side apply under a field manager
+//! of its own. `spec.versions` is an atomic list, so the apply carries kelos's versions whole, with
+//! only that property added — to every served version, v1alpha1 included, because both binaries'
+//! CRD checks (today) want every served version to declare it; through v1alpha1 the field is lost
+//! in kelos's conversion anyway.
 
 use std::time::{Duration, Instant};
 
@@ -48,14 +50,15 @@ pub async fn extend_taskspawner_crd(c: &Cluster) -> Result<()> {
     let schema = on_completion_schema()?;
     let mut found = false;
     for v in versions.as_array_mut().into_iter().flatten() {
-        if v["name"] == VERSION {
-            v["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["onCompletion"] =
-                schema.clone();
-            found = true;
+        let (served, ours) = (v["served"] == true, v["name"] == VERSION);
+        let props = v.pointer_mut("/schema/openAPIV3Schema/properties/spec/properties");
+        if let (Some(Value::Object(props)), true) = (props, served) {
+            props.insert("onCompletion".into(), schema.clone());
+            found |= ours;
         }
     }
     if !found {
-        bail!("{CRD} serves no {VERSION}");
+        bail!("{CRD} serves no {VERSION} with a spec schema");
     }
     let patch = json!({
         "apiVersion": "apiextensions.k8s.io/v1",

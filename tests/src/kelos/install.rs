@@ -76,7 +76,6 @@ pub fn localize(docs: Vec<Value>, webhook_url: &str, ca_bundle: &str) -> Result<
     let mut objects = Vec::new();
     let mut crds = Vec::new();
     let mut controller_args = None;
-    let mut conversion_webhooks = 0;
     for mut doc in docs {
         let api_version = doc["apiVersion"].as_str().unwrap_or_default().to_owned();
         let kind = doc["kind"].as_str().unwrap_or_default().to_owned();
@@ -94,16 +93,23 @@ pub fn localize(docs: Vec<Value>, webhook_url: &str, ca_bundle: &str) -> Result<
             }
             "Service" if name == "kelos-webhook" => continue,
             "CustomResourceDefinition" => {
-                let config = &mut doc["spec"]["conversion"]["webhook"]["clientConfig"];
-                if config.is_object() {
+                let versions = doc["spec"]["versions"].as_array().map_or(0, Vec::len);
+                // pointer_mut, not indexing: indexing a missing key would insert nulls.
+                let config = doc.pointer_mut("/spec/conversion/webhook/clientConfig");
+                if let Some(config) = config {
                     *config = by_url(config, webhook_url, ca_bundle)
                         .with_context(|| format!("conversion webhook of CRD {name}"))?;
-                    conversion_webhooks += 1;
+                } else {
+                    ensure!(
+                        versions < 2,
+                        "CRD {name} serves {versions} versions without a conversion webhook"
+                    );
                 }
                 crds.push(name);
             }
             "ValidatingWebhookConfiguration" | "MutatingWebhookConfiguration" => {
-                for hook in doc["webhooks"].as_array_mut().into_iter().flatten() {
+                let hooks = doc.get_mut("webhooks").and_then(Value::as_array_mut);
+                for hook in hooks.into_iter().flatten() {
                     let config = &mut hook["clientConfig"];
                     *config = by_url(config, webhook_url, ca_bundle)
                         .with_context(|| format!("{kind} {name}"))?;
@@ -113,11 +119,12 @@ pub fn localize(docs: Vec<Value>, webhook_url: &str, ca_bundle: &str) -> Result<
         }
         objects.push(doc);
     }
-    ensure!(
-        conversion_webhooks > 0 && conversion_webhooks == crds.len(),
-        "expected every kelos CRD to convert through the controller's webhook: {conversion_webhooks} of {} do",
-        crds.len()
-    );
+    for crd in ["tasks.kelos.dev", "taskspawners.kelos.dev"] {
+        ensure!(
+            crds.iter().any(|c| c == crd),
+            "the kelos chart renders no CRD {crd}"
+        );
+    }
     Ok(Localized {
         objects,
         crds,
@@ -194,8 +201,12 @@ mod tests {
         vec![
             json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kelos-system"}}),
             json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+                   "metadata": {"name": "taskspawners.kelos.dev"},
+                   "spec": {"versions": [{"name": "v1alpha2"}]}}),
+            json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
                    "metadata": {"name": "tasks.kelos.dev"},
-                   "spec": {"conversion": {"strategy": "Webhook", "webhook": {
+                   "spec": {"versions": [{"name": "v1alpha1"}, {"name": "v1alpha2"}],
+                            "conversion": {"strategy": "Webhook", "webhook": {
                        "clientConfig": {"service": {"name": "kelos-webhook", "namespace": "kelos-system",
                                                     "path": "/convert", "port": 443}},
                        "conversionReviewVersions": ["v1"]}}}}),
@@ -226,20 +237,26 @@ mod tests {
             [
                 "Namespace",
                 "CustomResourceDefinition",
+                "CustomResourceDefinition",
                 "ValidatingWebhookConfiguration"
             ]
         );
-        assert_eq!(l.crds, ["tasks.kelos.dev"]);
+        assert_eq!(l.crds, ["taskspawners.kelos.dev", "tasks.kelos.dev"]);
         assert_eq!(
-            l.objects[1]["spec"]["conversion"]["webhook"]["clientConfig"],
+            l.objects[1],
+            chart_like()[1],
+            "a one-version CRD is applied as rendered"
+        );
+        assert_eq!(
+            l.objects[2]["spec"]["conversion"]["webhook"]["clientConfig"],
             json!({"url": "https://127.0.0.1:9443/convert", "caBundle": "Q0E="})
         );
         assert_eq!(
-            l.objects[1]["spec"]["conversion"]["webhook"]["conversionReviewVersions"],
+            l.objects[2]["spec"]["conversion"]["webhook"]["conversionReviewVersions"],
             json!(["v1"])
         );
         assert_eq!(
-            l.objects[2]["webhooks"][0]["clientConfig"],
+            l.objects[3]["webhooks"][0]["clientConfig"],
             json!({"url": "https://127.0.0.1:9443/validate-kelos-dev-v1alpha2-taskbudget", "caBundle": "Q0E="})
         );
         assert_eq!(l.controller_args, ["--leader-elect", "--spawner-image=x"]);
@@ -248,10 +265,13 @@ mod tests {
     #[test]
     fn a_chart_that_changed_shape_is_an_error() {
         let mut no_deployment = chart_like();
-        no_deployment.remove(5);
+        no_deployment.remove(6);
         assert!(localize(no_deployment, "https://x", "Q0E=").is_err());
         let mut no_conversion = chart_like();
-        no_conversion[1]["spec"] = json!({});
+        no_conversion[2]["spec"]["conversion"] = json!({"strategy": "None"});
         assert!(localize(no_conversion, "https://x", "Q0E=").is_err());
+        let mut no_tasks = chart_like();
+        no_tasks.remove(2);
+        assert!(localize(no_tasks, "https://x", "Q0E=").is_err());
     }
 }

@@ -16,7 +16,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kelos_hooks_shared::api::{Phase, Task};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, LogParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
 use super::Kelos;
@@ -79,7 +79,8 @@ impl fmt::Display for Completion {
             f,
             "Task {}/{}: kelos created Job {} (Pending); Pod {} created from its template and \
              bound (as the Job controller and scheduler would); Job status active=1 → kelos set \
-             Running; Job status {} → kelos set {} ({:?}) in {} ms; usage {usage}",
+             Running; ready=1 → kelos recorded the Pod; Job status {} → kelos set {} ({:?}) in \
+             {} ms; usage {usage}",
             self.task.metadata.namespace.as_deref().unwrap_or_default(),
             self.task.metadata.name.as_deref().unwrap_or_default(),
             self.job,
@@ -145,8 +146,7 @@ impl Kelos {
         self.node()
             .set_log(ns, &pod_name, AGENT_CONTAINER, run.log());
 
-        let started = now();
-        let active = json!({"status": {"startTime": started, "active": 1, "ready": 1}});
+        let active = json!({"status": {"startTime": now(), "active": 1, "ready": 0}});
         jobs.patch_status(&job_name, &PatchParams::default(), &Patch::Merge(&active))
             .await
             .with_context(|| format!("Job {job_name}: writing active=1"))?;
@@ -154,6 +154,8 @@ impl Kelos {
             t.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
         })
         .await?;
+        self.wait_pod_seen(&tasks, &jobs, name, &job_name, &pod_name)
+            .await?;
 
         let terminal = match run.phase {
             Phase::Succeeded => json!({"status": {
@@ -180,13 +182,70 @@ impl Kelos {
                 t.terminal_phase() == Some(run.phase)
             })
             .await?;
+        let kelos_took = job_finished_at.elapsed();
+        let results = task.status.as_ref().and_then(|s| s.results.as_ref());
+        if !run.outputs.is_empty() && results.is_none() {
+            let direct = pods
+                .logs(
+                    &pod_name,
+                    &LogParams {
+                        container: Some(AGENT_CONTAINER.into()),
+                        ..Default::default()
+                    },
+                )
+                .await;
+            bail!(
+                "Task {name}: kelos set {:?} without reading the agent's outputs; the Pod's log \
+                 through the API server: {direct:?}\n--- kelos-controller log (tail):\n{}",
+                run.phase,
+                self.controller_log_tail(20)
+            );
+        }
         Ok(Completion {
             task,
             job: job_name,
             pod: pod_name,
             job_finished_at,
-            kelos_took: job_finished_at.elapsed(),
+            kelos_took,
         })
+    }
+
+    /// Waits until kelos has recorded the Pod (`status.podName`): it reads outputs from the log of
+    /// that Pod when the Job finishes. kelos looks Pods up in its cache on Job events, which may
+    /// reach it before the Pod does, so the Job's readiness is written as the Job controller does
+    /// when the Pod's readiness changes (`ready: 1`, flapping if needed) until kelos has it.
+    async fn wait_pod_seen(
+        &self,
+        tasks: &Api<Task>,
+        jobs: &Api<Job>,
+        name: &str,
+        job_name: &str,
+        pod_name: &str,
+    ) -> Result<()> {
+        let deadline = Instant::now() + WAIT;
+        let mut ready = 0;
+        loop {
+            ready = 1 - ready;
+            let status = json!({"status": {"ready": ready}});
+            jobs.patch_status(job_name, &PatchParams::default(), &Patch::Merge(&status))
+                .await
+                .with_context(|| format!("Job {job_name}: writing ready={ready}"))?;
+            let flap = Instant::now() + Duration::from_secs(2);
+            while Instant::now() < flap {
+                let task = tasks.get(name).await?;
+                let seen = task.status.as_ref().and_then(|s| s.rest.get("podName"));
+                if seen.and_then(Value::as_str) == Some(pod_name) {
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "Task {name}: kelos did not record Pod {pod_name} within {WAIT:?}\n--- kelos-controller log (tail):\n{}",
+                    self.controller_log_tail(20)
+                );
+            }
+        }
     }
 
     /// The Pod the Job controller would create for `job`, already bound to the log Node.

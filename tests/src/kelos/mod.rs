@@ -68,11 +68,45 @@ pub struct Kelos {
 
 static KELOS: OnceCell<Kelos> = OnceCell::const_new();
 
+/// The runtime the environment's long-lived parts (the log server, the controller process) live
+/// on: each `#[tokio::test]` has a runtime of its own that ends with the test, and would take
+/// them along.
+fn env_runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("kelos-env")
+            .enable_all()
+            .build()
+            .expect("a tokio runtime for the kelos environment")
+    })
+}
+
 /// This process's kelos environment (kelos from [`default_source`]), started on first use.
 pub async fn kelos() -> Result<&'static Kelos> {
-    KELOS
-        .get_or_try_init(|| Kelos::start(default_source()))
-        .await
+    kelos_from(default_source()).await
+}
+
+/// This process's kelos environment with kelos built from the source snapshot `src` (e.g.
+/// `../shared/kelos-pr1240-src`), started on first use. One per process (kelos-controller's
+/// port is fixed): asking for another snapshot afterwards is an error.
+pub async fn kelos_from(src: PathBuf) -> Result<&'static Kelos> {
+    let env = KELOS
+        .get_or_try_init(|| async {
+            env_runtime()
+                .spawn(Kelos::start(src.clone()))
+                .await
+                .context("starting kelos")?
+        })
+        .await?;
+    ensure!(
+        env.src == src,
+        "this process runs kelos from {}, not {}: one kelos environment per test binary",
+        env.src.display(),
+        src.display()
+    );
+    Ok(env)
 }
 
 /// `hack/tools.sh --kelos SRC`: builds kelos from `src` into the tool cache if missing and returns
@@ -96,9 +130,10 @@ pub async fn build(src: &Path) -> Result<PathBuf> {
 impl Kelos {
     /// Builds (if needed) and installs kelos from the source snapshot `src` on a new control
     /// plane and starts its controller. Holds the machine-wide kelos-controller lock until this
-    /// process exits.
-    pub async fn start(src: PathBuf) -> Result<Kelos> {
+    /// process exits. Runs on [`env_runtime`].
+    async fn start(src: PathBuf) -> Result<Kelos> {
         let _ = rustls::crypto::ring::default_provider().install_default();
+        let started = std::time::Instant::now();
         let bin = build(&src).await?;
         let commit = bin
             .file_name()
@@ -159,10 +194,12 @@ impl Kelos {
         })
         .await?;
         eprintln!(
-            "[kelos] kelos {commit} from {} installed on {} ({} CRDs); kelos-controller running as {}",
+            "[kelos] kelos {commit} from {} installed on {} ({} CRDs) in {:.1}s; kelos-controller \
+             running as {}",
             src.display(),
             cluster.dir().display(),
             local.crds.len(),
+            started.elapsed().as_secs_f64(),
             controller_user()
         );
         Ok(Kelos {
@@ -203,8 +240,10 @@ impl Kelos {
     }
 
     /// Stops kelos-controller (SIGTERM) and starts it again; returns once it serves again.
-    pub async fn restart_controller(&self) -> Result<()> {
-        self.controller.lock().await.restart().await
+    pub async fn restart_controller(&'static self) -> Result<()> {
+        env_runtime()
+            .spawn(async move { self.controller.lock().await.restart().await })
+            .await?
     }
 
     /// The last `lines` lines of kelos-controller's log.
