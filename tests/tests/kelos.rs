@@ -11,89 +11,21 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kelos_hooks_shared::annotations::{ON_COMPLETION, REPORT_PHASE, SPAWNER_LABEL};
+use kelos_hooks_shared::annotations::{ON_COMPLETION, REPORT_PHASE};
 use kelos_hooks_shared::api::{Phase, Task};
 use kelos_hooks_shared::deliveries::{Deliveries, HookState};
-use kelos_hooks_tests::kelos::{AddOn, AgentRun, Completion, Kelos, controller_user, kelos};
+use kelos_hooks_tests::kelos::{
+    AddOn, AgentRun, Completion, Kelos, TASK_FINALIZER, controller_user, cron_spawner, kelos,
+};
 use kelos_hooks_tests::receiver::{Receiver, Recorded};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(60);
 const HOOK_PATH: &str = "/notify";
-/// kelos's TaskSpawner finalizer (`taskSpawnerFinalizer`), added by a full Update.
-const SPAWNER_FINALIZER: &str = "kelos.dev/taskspawner-finalizer";
-/// kelos's Task finalizer (`taskFinalizer`), added and removed by full Updates.
-const TASK_FINALIZER: &str = "kelos.dev/finalizer";
-
-fn spawner_api(client: kube::Client, ns: &str) -> Api<DynamicObject> {
-    let gvk = GroupVersionKind::gvk("kelos.dev", "v1alpha2", "TaskSpawner");
-    Api::namespaced_with(client, ns, &ApiResource::from_gvk(&gvk))
-}
-
 fn hooks(url: &str) -> Value {
     json!({"hooks": [{"name": "notify", "webhook": {"url": url}}]})
-}
-
-/// A cron TaskSpawner as a user writes it for kelos v1alpha2 (agent in `taskTemplate.worker`),
-/// creating at most `tasks` Tasks. With `finalizer`, it is created carrying kelos's finalizer, so
-/// kelos never rewrites it (the tests that are not about that rewrite use it).
-fn cron_spawner(name: &str, on_completion: &Value, tasks: u32, finalizer: bool) -> Value {
-    let mut s = json!({
-        "apiVersion": "kelos.dev/v1alpha2", "kind": "TaskSpawner",
-        "metadata": {"name": name},
-        "spec": {
-            "when": {"cron": {"schedule": "* * * * *"}},
-            "maxTotalTasks": tasks,
-            "taskTemplate": {
-                "worker": {"type": "claude-code", "model": "opus", "credentials": {"type": "none"}},
-                "promptTemplate": "Run the nightly dependency check and open a PR if anything is outdated.",
-            },
-            "onCompletion": on_completion,
-        },
-    });
-    if finalizer {
-        s["metadata"]["finalizers"] = json!([SPAWNER_FINALIZER]);
-    }
-    s
-}
-
-async fn create_spawner(k: &Kelos, ns: &str, spawner: &Value) -> Result<DynamicObject> {
-    let api = spawner_api(k.cluster().client().await?, ns);
-    let obj: DynamicObject = serde_json::from_value(spawner.clone())?;
-    let created = api.create(&PostParams::default(), &obj).await?;
-    ensure!(
-        created.data["spec"]["onCompletion"] == spawner["spec"]["onCompletion"],
-        "the API server did not keep spec.onCompletion at create: {}",
-        created.data["spec"]
-    );
-    Ok(created)
-}
-
-/// Makes the spawner's next discovery cycle see ten minutes of cron ticks, as if it had last run
-/// then (its status is the spawner's own bookkeeping, read by `kelos-spawner`).
-async fn backdate_discovery(k: &Kelos, ns: &str, name: &str) -> Result<()> {
-    let api = spawner_api(k.cluster().client().await?, ns);
-    let then = Timestamp::now()
-        .checked_sub(SignedDuration::from_mins(10))?
-        .to_string();
-    let status = json!({"status": {"lastDiscoveryTime": then}});
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
-        .await?;
-    Ok(())
-}
-
-/// The Tasks of spawner `name`, by name (kelos names them `<spawner>-<tick>`, so in tick order).
-async fn spawned_tasks(k: &Kelos, ns: &str, name: &str) -> Result<Vec<Task>> {
-    let api: Api<Task> = Api::namespaced(k.cluster().client().await?, ns);
-    let mut tasks = api
-        .list(&ListParams::default().labels(&format!("{SPAWNER_LABEL}={name}")))
-        .await?
-        .items;
-    tasks.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-    Ok(tasks)
 }
 
 /// Waits for `kelos.dev/webhook-report-phase` = `phase` on Task `name`.
@@ -146,9 +78,9 @@ async fn spawn_run_and_check_deliveries(
     addon: &AddOn,
     expect_snapshot: bool,
 ) -> Result<Vec<Completion>> {
-    backdate_discovery(k, ns, spawner).await?;
+    k.backdate_discovery(ns, spawner, 10).await?;
     let run = k.run_spawner_once(ns, spawner).await?;
-    let tasks = spawned_tasks(k, ns, spawner).await?;
+    let tasks = k.spawned_tasks(ns, spawner).await?;
     ensure!(
         tasks.len() == 2,
         "kelos-spawner created {} Tasks, expected 2 (maxTotalTasks):\n{}",
@@ -294,29 +226,6 @@ async fn write_fixtures(k: &Kelos, ns: &str, done: &[Completion]) -> Result<()> 
     Ok(())
 }
 
-/// Waits until kelos has reconciled TaskSpawner `name` (its finalizer is on) and returns it.
-async fn wait_spawner_finalized(k: &Kelos, ns: &str, name: &str) -> Result<DynamicObject> {
-    let api = spawner_api(k.cluster().client().await?, ns);
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let s = api.get(name).await?;
-        if s.metadata
-            .finalizers
-            .as_ref()
-            .is_some_and(|f| f.iter().any(|f| f == SPAWNER_FINALIZER))
-        {
-            return Ok(s);
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "kelos did not add {SPAWNER_FINALIZER} to {ns}/{name} within {WAIT:?}:\n{}",
-                k.controller_log_tail(40)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 fn managers(
     obj_fields: Option<&Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry>>,
 ) -> Vec<String> {
@@ -350,9 +259,10 @@ async fn hooks_survive_kelos_and_fire_when_kelos_finishes_tasks() -> Result<()> 
     let rx = Receiver::start().await?;
     let addon = AddOn::start(k, &ns, rx.ca_file()).await?;
     let on_completion = hooks(&rx.url(HOOK_PATH));
-    create_spawner(k, &ns, &cron_spawner("nightly", &on_completion, 2, false)).await?;
+    k.create_spawner(&ns, &cron_spawner("nightly", &on_completion, 2, false))
+        .await?;
 
-    let reconciled = wait_spawner_finalized(k, &ns, "nightly").await?;
+    let reconciled = k.wait_spawner_finalized(&ns, "nightly").await?;
     assert_eq!(
         reconciled.data["spec"]["onCompletion"],
         on_completion,
@@ -375,7 +285,8 @@ async fn kelos_writes_pass_our_webhooks() -> Result<()> {
     let rx = Receiver::start().await?;
     let addon = AddOn::start(k, &ns, rx.ca_file()).await?;
     let on_completion = hooks(&rx.url(HOOK_PATH));
-    create_spawner(k, &ns, &cron_spawner("weekly", &on_completion, 2, true)).await?;
+    k.create_spawner(&ns, &cron_spawner("weekly", &on_completion, 2, true))
+        .await?;
     let done = spawn_run_and_check_deliveries(k, &ns, "weekly", &rx, &addon, true).await?;
     write_fixtures(k, &ns, &done).await?;
 
@@ -442,7 +353,8 @@ async fn kelos_keeps_working_while_our_admission_server_is_down() -> Result<()> 
     let rx = Receiver::start().await?;
     let mut addon = AddOn::start(k, &ns, rx.ca_file()).await?;
     let on_completion = hooks(&rx.url(HOOK_PATH));
-    create_spawner(k, &ns, &cron_spawner("daily", &on_completion, 2, true)).await?;
+    k.create_spawner(&ns, &cron_spawner("daily", &on_completion, 2, true))
+        .await?;
     addon.stop_admission().await?;
     spawn_run_and_check_deliveries(k, &ns, "daily", &rx, &addon, false).await?;
     Ok(())

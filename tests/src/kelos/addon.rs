@@ -43,6 +43,16 @@ impl AddOn {
     /// Starts the admission server, registers our webhooks for `ns` only and waits until the API
     /// server calls them, then starts a dispatcher for `ns` trusting `receiver_ca`.
     pub async fn start(k: &Kelos, ns: &str, receiver_ca: &Path) -> Result<AddOn> {
+        Self::start_with(k, ns, receiver_ca, &[]).await
+    }
+
+    /// [`AddOn::start`] with `admission_args` added to `kelos-hooks-admission serve`.
+    pub async fn start_with(
+        k: &Kelos,
+        ns: &str,
+        receiver_ca: &Path,
+        admission_args: &[&str],
+    ) -> Result<AddOn> {
         let c = k.cluster();
         extend_taskspawner_crd(c).await?; // TEMPORARY: see crd_extension.rs
         let dir = tempfile::tempdir()?;
@@ -60,7 +70,8 @@ impl AddOn {
         let mut cmd = admission_serve(c, port, probe_port, dir.path());
         cmd.args(["--dispatcher-identity", DISPATCHER_IDENTITY])
             .args(["--allow-cidr", ALLOW_CIDR])
-            .args(["--shutdown-delay", "0s", "--drain-timeout", "2s"]);
+            .args(["--shutdown-delay", "0s", "--drain-timeout", "2s"])
+            .args(admission_args);
         let mut admission = Some(spawn_logged(cmd, dir.path())?);
         let log_dir = dir.path().to_owned();
         wait_ready(&mut admission, probe_port, || server_log(&log_dir)).await?;

@@ -12,9 +12,10 @@
 //!   runs take turns;
 //! - a Node whose log server lets kelos read agent outputs ([`node`]).
 //!
-//! Tests then use [`Kelos::run_spawner_once`] (a spawner's discovery cycle as its ServiceAccount),
-//! [`Kelos::run_task`] (a Task's Job run to its end as a cluster would, kelos doing the rest) and
-//! [`AddOn::start`] (our admission server + dispatcher for one namespace).
+//! Tests then use [`AddOn::start`] (our admission server + dispatcher for one namespace),
+//! [`Kelos::create_spawner`] with [`cron_spawner`], [`Kelos::backdate_discovery`] and
+//! [`Kelos::run_spawner_once`] (a spawner's discovery cycle, as its ServiceAccount), and
+//! [`Kelos::run_task`] (a Task's Job run to its end as a cluster would, kelos doing the rest).
 
 mod addon;
 mod controller;
@@ -23,6 +24,7 @@ pub mod install;
 mod job_run;
 mod node;
 mod spawner;
+mod spawners;
 
 use std::path::{Path, PathBuf};
 
@@ -35,6 +37,7 @@ pub use addon::{ALLOW_CIDR, AddOn, DISPATCHER_IDENTITY};
 pub use controller::WEBHOOK_PORT;
 pub use job_run::{AGENT_CONTAINER, AgentRun, Completion};
 pub use spawner::{SPAWNER_SERVICE_ACCOUNT, SpawnerRun};
+pub use spawners::{SPAWNER_FINALIZER, TASK_FINALIZER, cron_spawner, spawner_api};
 
 use crate::Cluster;
 use crate::impersonate::{service_account_user, write_impersonating_kubeconfig};
