@@ -18,6 +18,7 @@ use tokio::process::{Child, Command};
 
 use super::Kelos;
 use super::crd_extension::extend_taskspawner_crd;
+use super::spawners::spawner_api;
 use crate::admission_server::{admission_serve, server_log, spawn_logged, wait_ready};
 use crate::dispatcher::Dispatcher;
 use crate::kubectl::kubectl;
@@ -34,6 +35,7 @@ pub struct AddOn {
     admission: Option<Child>,
     probe_port: u16,
     dir: tempfile::TempDir,
+    configs: String,
     registered: bool,
     /// The dispatcher (restart or kill it through this).
     pub dispatcher: Dispatcher,
@@ -88,19 +90,13 @@ impl AddOn {
             "hack/webhook-configs.sh failed: {}",
             String::from_utf8_lossy(&configs.stderr)
         );
-        let out = kubectl(
-            c,
-            &["apply", "-f", "-"],
-            Some(&String::from_utf8(configs.stdout)?),
-        )
-        .await?;
-        ensure!(out.ok, "registering our webhooks: {}", out.stderr);
-        let addon = AddOn {
+        let mut addon = AddOn {
             ns: ns.to_owned(),
             admission,
             probe_port,
             dir,
-            registered: true,
+            configs: String::from_utf8(configs.stdout)?,
+            registered: false,
             dispatcher: Dispatcher::start(
                 c,
                 ns,
@@ -111,8 +107,16 @@ impl AddOn {
             )
             .await?,
         };
-        addon.wait_effective(k).await?;
+        addon.register(k).await?;
         Ok(addon)
+    }
+
+    /// (Re-)registers our webhook configurations and waits until the API server calls them.
+    pub async fn register(&mut self, k: &Kelos) -> Result<()> {
+        let out = kubectl(k.cluster(), &["apply", "-f", "-"], Some(&self.configs)).await?;
+        ensure!(out.ok, "registering our webhooks: {}", out.stderr);
+        self.registered = true;
+        self.wait_effective(k).await
     }
 
     /// The admission server's log.
@@ -143,7 +147,7 @@ impl AddOn {
         Ok(())
     }
 
-    /// Deletes our webhook configurations.
+    /// Deletes our webhook configurations (the API server stops calling them a moment later).
     pub async fn unregister(&mut self, k: &Kelos) -> Result<()> {
         if self.registered {
             let name = config_name(&self.ns);
@@ -159,8 +163,39 @@ impl AddOn {
             .await?;
             ensure!(out.ok, "deleting our webhooks: {}", out.stderr);
             self.registered = false;
+            self.wait_forgotten(k).await?;
         }
         Ok(())
+    }
+
+    /// A forged snapshot on a Task of an unknown spawner (created dry-run): removed while our
+    /// mutating webhook is called, kept once it is not.
+    fn forged_task() -> Result<DynamicObject> {
+        Ok(serde_json::from_value(json!({
+            "apiVersion": "kelos.dev/v1alpha2", "kind": "Task",
+            "metadata": {"name": "webhook-probe", "labels": {SPAWNER_LABEL: "no-such-spawner"},
+                         "annotations": {ON_COMPLETION: "forged"}},
+            "spec": {"prompt": "probe", "worker": {"type": "claude-code", "credentials": {"type": "none"}}},
+        }))?)
+    }
+
+    /// Waits until the API server no longer calls our mutating webhook in this namespace.
+    async fn wait_forgotten(&self, k: &Kelos) -> Result<()> {
+        let tasks = task_api(k.cluster().client().await?, &self.ns);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let created = tasks.create(&dry_run(), &Self::forged_task()?).await?;
+            if created.annotations().contains_key(ON_COMPLETION) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "our webhooks still called in {} 30s after deletion",
+                    self.ns
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Waits until the API server calls both configurations for this namespace (they are picked
@@ -169,19 +204,8 @@ impl AddOn {
     /// on a Task of an unknown spawner is removed (both dry-run).
     async fn wait_effective(&self, k: &Kelos) -> Result<()> {
         let client = k.cluster().client().await?;
-        let dry_run = PostParams {
-            dry_run: true,
-            ..Default::default()
-        };
-        let api = |kind: &str| {
-            let gvk = GroupVersionKind::gvk("kelos.dev", "v1alpha2", kind);
-            Api::<DynamicObject>::namespaced_with(
-                client.clone(),
-                &self.ns,
-                &ApiResource::from_gvk(&gvk),
-            )
-        };
-        let (spawners, tasks) = (api("TaskSpawner"), api("Task"));
+        let spawners = spawner_api(client.clone(), &self.ns);
+        let tasks = task_api(client, &self.ns);
         let bad_spawner: DynamicObject = serde_json::from_value(json!({
             "apiVersion": "kelos.dev/v1alpha2", "kind": "TaskSpawner",
             "metadata": {"name": "webhook-probe"},
@@ -192,12 +216,8 @@ impl AddOn {
                 "onCompletion": {"hooks": [{"name": "probe", "webhook": {"url": "https://10.0.0.1/x"}}]},
             },
         }))?;
-        let forged: DynamicObject = serde_json::from_value(json!({
-            "apiVersion": "kelos.dev/v1alpha2", "kind": "Task",
-            "metadata": {"name": "webhook-probe", "labels": {SPAWNER_LABEL: "no-such-spawner"},
-                         "annotations": {ON_COMPLETION: "forged"}},
-            "spec": {"prompt": "probe", "worker": {"type": "claude-code", "credentials": {"type": "none"}}},
-        }))?;
+        let forged = Self::forged_task()?;
+        let dry_run = dry_run();
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut validating = false;
         let mut last = String::new();
@@ -226,6 +246,18 @@ impl AddOn {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+fn dry_run() -> PostParams {
+    PostParams {
+        dry_run: true,
+        ..Default::default()
+    }
+}
+
+fn task_api(client: kube::Client, ns: &str) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk("kelos.dev", "v1alpha2", "Task");
+    Api::namespaced_with(client, ns, &ApiResource::from_gvk(&gvk))
 }
 
 fn config_name(ns: &str) -> String {
