@@ -29,6 +29,8 @@ stop_pid_file() { # pid file, expected command name: never kill a recycled PID t
 
 stop_pid_file "$dir/apiserver.pid" kube-apiserver
 stop_pid_file "$dir/etcd.pid" etcd
+# etcd's data is of no use once it is stopped (cluster-up.sh starts afresh): free the disk, keep logs.
+[[ -f $dir/etcd.pid ]] || rm -rf "$dir/etcd-data"
 if [[ -f $dir/watchdog.pid ]] && [[ $(cat "$dir/watchdog.pid") != "$PPID" ]]; then
   stop_pid_file "$dir/watchdog.pid" cluster-down.sh
 fi

@@ -3,23 +3,30 @@
 # (local runs and the demo; the chart renders its own for in-cluster Services).
 #
 #   hack/webhook-configs.sh --url https://127.0.0.1:8443 --ca-file ca.crt [--name NAME] [--exclude-namespace NS]…
+#                           [--only-namespace NS]…   (match only these namespaces; tests sharing a cluster)
 set -euo pipefail
 log_tag=webhook-configs
 source "$(dirname "$0")/lib.sh"
 
-url= ca= name=kelos-hooks exclude=(kube-system)
+url= ca= name=kelos-hooks exclude=(kube-system) only=()
 while (($#)); do
   case $1 in
     --url) url=$2; shift 2 ;;
     --ca-file) ca=$2; shift 2 ;;
     --name) name=$2; shift 2 ;;
     --exclude-namespace) exclude+=("$2"); shift 2 ;;
+    --only-namespace) only+=("$2"); shift 2 ;;
     *) die "unknown argument $1" ;;
   esac
 done
 [[ -n $url && -f $ca ]] || die "--url and --ca-file are required"
 bundle=$(base64 -w0 "$ca")
 excluded=$(printf '"%s",' "${exclude[@]}"); excluded="[${excluded%,}]"
+namespaces="{key: kubernetes.io/metadata.name, operator: NotIn, values: $excluded}"
+if ((${#only[@]})); then
+  included=$(printf '"%s",' "${only[@]}")
+  namespaces+=", {key: kubernetes.io/metadata.name, operator: In, values: [${included%,}]}"
+fi
 
 # webhook NAME PATH RESOURCE OPERATIONS FAILURE-POLICY [objectSelector]
 webhook() {
@@ -28,7 +35,7 @@ webhook() {
   clientConfig: {url: "$url$2", caBundle: "$bundle"}
   rules: [{apiGroups: [kelos.dev], apiVersions: ["*"], resources: [$3], operations: $4, scope: Namespaced}]
   matchPolicy: Equivalent
-  namespaceSelector: {matchExpressions: [{key: kubernetes.io/metadata.name, operator: NotIn, values: $excluded}]}
+  namespaceSelector: {matchExpressions: [$namespaces]}
   objectSelector: ${6:-{\}}
   failurePolicy: $5
   sideEffects: None

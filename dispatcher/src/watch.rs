@@ -7,7 +7,7 @@ use std::sync::Arc;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kelos_hooks_shared::annotations::{DELIVERIES, ON_COMPLETION, REPORT_PHASE, SPAWNER_LABEL};
-use kelos_hooks_shared::api::{Task, TaskSpec};
+use kelos_hooks_shared::api::{Task, TaskSpec, Worker};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use tokio::sync::mpsc::UnboundedSender;
@@ -50,9 +50,12 @@ pub fn trim(task: Task) -> Task {
     let mut out = Task::new(
         "",
         TaskSpec {
-            agent_type: task.spec.agent_type,
-            model: task.spec.model,
+            worker: task.spec.worker.map(|w| Worker {
+                rest: BTreeMap::new(),
+                ..w
+            }),
             rest: BTreeMap::new(),
+            ..task.spec
         },
     );
     out.metadata = ObjectMeta {

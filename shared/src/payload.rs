@@ -6,7 +6,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 
 use crate::annotations::SPAWNER_LABEL;
-use crate::api::{Format, Hook, Phase, Task};
+use crate::api::{Format, Hook, Phase, Quantity, Task};
 
 /// `Content-Type` of the Generic and Slack formats.
 pub const JSON: &str = "application/json";
@@ -57,12 +57,8 @@ pub fn generic(
     let meta = &task.metadata;
     let status = task.status.clone().unwrap_or_default();
     let usage = status.usage.clone().unwrap_or_default();
-    // kelos stores costUSD as a Quantity (int-or-string): report it as a decimal string.
-    let cost = match usage.cost_usd {
-        Some(Value::String(s)) => Value::String(s),
-        Some(Value::Number(n)) => Value::String(n.to_string()),
-        _ => Value::Null,
-    };
+    // kelos writes costUSD as a canonical Quantity ("420m"): receivers get a decimal ("0.42").
+    let cost = usage.cost_usd.as_ref().map(Quantity::to_decimal);
     let spawner = meta.labels.as_ref().and_then(|l| l.get(SPAWNER_LABEL));
     json!({
         "type": event_type(phase),
@@ -76,8 +72,8 @@ pub fn generic(
             "spawner": opt(spawner),
             "phase": phase.as_str(),
             "message": opt(status.message.as_ref()),
-            "agentType": opt(task.spec.agent_type.as_ref()),
-            "model": opt(task.spec.model.as_ref()),
+            "agentType": task.spec.resolved_agent_type(),
+            "model": task.spec.resolved_model(),
             "startTime": opt(status.start_time.as_ref()),
             "completionTime": opt(status.completion_time.as_ref()),
             "outputs": status.outputs.unwrap_or_default(),
@@ -249,7 +245,7 @@ mod tests {
             ]),
             results: Some([("pr".to_owned(), "1".to_owned())].into()),
             usage: Some(Usage {
-                cost_usd: Some(json!("0.42")),
+                cost_usd: Some(Quantity::Text("420m".into())),
                 input_tokens: Some(1200),
                 output_tokens: Some(300),
             }),
@@ -306,6 +302,100 @@ mod tests {
         );
         let failed = generic(&task(), &hook(None), Phase::Failed, "x", ts());
         assert_eq!(failed["type"], "kelos.task.failed");
+    }
+
+    /// Tasks exactly as kelos 77d9ad8e left them on the API server in the e2e run
+    /// (`KELOS_HOOKS_WRITE_KELOS_FIXTURES`, tests/tests/kelos.rs; managedFields dropped).
+    fn kelos_task(json: &str) -> Task {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn a_real_kelos_task_shows_no_null_where_kelos_has_a_value() {
+        let task = kelos_task(include_str!("../testdata/kelos-task-succeeded.json"));
+        assert_eq!(
+            task.spec.agent_type, None,
+            "kelos v1alpha2 keeps it in spec.worker"
+        );
+        let v = generic(&task, &hook(None), Phase::Succeeded, "id", ts());
+        let t = &v["task"];
+        assert_eq!(t["agentType"], "claude-code");
+        assert_eq!(t["model"], "opus");
+        assert_eq!(t["spawner"], "weekly");
+        assert_eq!(t["message"], "Task completed successfully");
+        assert_eq!(
+            t["startTime"],
+            task.status.as_ref().unwrap().start_time.as_deref().unwrap()
+        );
+        assert!(t["completionTime"].is_string(), "{t}");
+        // kelos stores the agent's "cost-usd: 0.42" as the canonical quantity "420m".
+        assert_eq!(
+            task.status
+                .as_ref()
+                .unwrap()
+                .usage
+                .as_ref()
+                .unwrap()
+                .cost_usd,
+            Some(Quantity::Text("420m".into()))
+        );
+        assert_eq!(
+            t["usage"],
+            json!({"costUSD": "0.42", "inputTokens": 1200, "outputTokens": 340})
+        );
+        assert_eq!(t["outputs"][0], "https://github.com/kelos-dev/demo/pull/7");
+        assert_eq!(t["results"]["branch"], "deps-update");
+        let nulls: Vec<&String> = t
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(_, v)| v.is_null())
+            .map(|(k, _)| k)
+            .collect();
+        assert!(nulls.is_empty(), "null fields: {nulls:?} in {t}");
+
+        let failed = kelos_task(include_str!("../testdata/kelos-task-failed.json"));
+        let v = generic(&failed, &hook(None), Phase::Failed, "id", ts());
+        assert_eq!(v["task"]["message"], "Task failed");
+        assert_eq!(v["task"]["agentType"], "claude-code");
+        // The failed run printed no output-tokens: the one null kelos has no value for.
+        assert_eq!(
+            v["task"]["usage"],
+            json!({"costUSD": "0.05", "inputTokens": 90, "outputTokens": null})
+        );
+        let schema: Value =
+            serde_json::from_str(include_str!("../../docs/payload.schema.json")).unwrap();
+        schema_check::validate(&schema, &v, "$").unwrap();
+    }
+
+    #[test]
+    fn the_worker_wins_over_the_deprecated_top_level_fields() {
+        let mut task: Task = serde_json::from_value(json!({
+            "apiVersion": "kelos.dev/v1alpha2", "kind": "Task", "metadata": {"name": "t"},
+            "spec": {"type": "codex", "model": "old", "worker": {"type": "claude-code", "model": ""}},
+        }))
+        .unwrap();
+        assert_eq!(task.spec.resolved_agent_type(), Some("claude-code"));
+        assert_eq!(
+            task.spec.resolved_model(),
+            Some("old"),
+            "an empty worker model is unset"
+        );
+        task.spec.worker = None;
+        assert_eq!(task.spec.resolved_agent_type(), Some("codex"));
+        let v = generic(&task, &hook(None), Phase::Failed, "x", ts());
+        assert_eq!(v["task"]["agentType"], "codex");
+        assert_eq!(v["task"]["model"], "old");
+        // Unknown worker fields survive a round trip (the dispatcher never rewrites a spec, but
+        // a typed read must not lose what kelos owns).
+        let w: crate::api::Worker = serde_json::from_value(
+            json!({"type": "codex", "image": "x", "podOverrides": {"env": []}}),
+        )
+        .unwrap();
+        assert_eq!(
+            serde_json::to_value(&w).unwrap(),
+            json!({"type": "codex", "image": "x", "podOverrides": {"env": []}})
+        );
     }
 
     #[test]

@@ -54,7 +54,12 @@ async fn start_or_reuse() -> Result<Cluster> {
 
 /// Starts a control plane for this process alone (used when the tests run outside hack/test.sh).
 async fn start_own() -> Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("kelos-hooks-cluster-{}", std::process::id()));
+    start_in(&format!("kelos-hooks-cluster-{}", std::process::id())).await
+}
+
+/// Starts a control plane in `$TMPDIR/<name>` that stops when this process exits.
+async fn start_in(name: &str) -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(name);
     let out = tokio::process::Command::new(workspace_root().join("hack/cluster-up.sh"))
         .arg("--dir")
         .arg(&dir)
@@ -73,6 +78,20 @@ async fn start_own() -> Result<PathBuf> {
 }
 
 impl Cluster {
+    /// A control plane of this process's own, apart from the shared one and without the
+    /// kelos-hooks CRDs (for tests that install kelos's CRDs of the same names); named after
+    /// `tag`, stopped when the process exits.
+    pub async fn dedicated(tag: &str) -> Result<Cluster> {
+        let dir = start_in(&format!("kelos-hooks-{tag}-cluster-{}", std::process::id())).await?;
+        let tools = std::fs::read_to_string(dir.join("tools"))
+            .with_context(|| format!("{}/tools: is the control plane up?", dir.display()))?;
+        Ok(Cluster {
+            kubeconfig: dir.join("kubeconfig"),
+            dir,
+            tools: PathBuf::from(tools.trim()),
+        })
+    }
+
     /// The admin (system:masters) kubeconfig.
     pub fn kubeconfig(&self) -> &Path {
         &self.kubeconfig

@@ -5,11 +5,15 @@
 
 pub mod admission_server;
 mod cluster;
+pub mod dispatcher;
 pub mod helm;
+pub mod impersonate;
+pub mod kelos;
 pub mod kubectl;
 mod paths;
 pub mod receiver;
 pub mod tasks;
+mod tls;
 
 pub use cluster::{Cluster, cluster};
 pub use paths::{bin, examples_dir, free_port, workspace_root};

@@ -9,11 +9,17 @@ pub fn workspace_root() -> PathBuf {
 }
 
 /// A debug binary of this workspace; `hack/test.sh` builds them before the tests run.
+/// `KELOS_HOOKS_BIN_DIR` points elsewhere (the benchmarks: release builds).
 pub fn bin(name: &str) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
+    let dir = std::env::var_os("KELOS_HOOKS_BIN_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
-    let path = target.join("debug").join(name);
+        .unwrap_or_else(|| {
+            std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| workspace_root().join("target"))
+                .join("debug")
+        });
+    let path = dir.join(name);
     assert!(
         path.exists(),
         "{} is missing: build the workspace binaries first (cargo build --workspace --bins)",

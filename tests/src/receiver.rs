@@ -18,9 +18,9 @@ use axum::body::Body;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use kelos_hooks_certs::{Ca, San};
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
+
+use crate::tls::acceptor_for;
 
 /// One scripted answer.
 #[derive(Clone, Debug)]
@@ -103,21 +103,9 @@ impl Receiver {
     /// Starts on `ip` (any loopback address) with a fresh CA and a certificate for `ip`.
     pub async fn start_on(ip: IpAddr) -> Result<Receiver> {
         let dir = tempfile::tempdir()?;
-        let ca = Ca::generate("kelos-hooks test receiver CA", Duration::from_secs(86400))?;
-        let issued = ca.issue_server("receiver", &[San::Ip(ip)], Duration::from_secs(86400))?;
+        let (ca, acceptor) = acceptor_for("kelos-hooks test receiver CA", ip)?;
         let ca_file = dir.path().join("receiver-ca.crt");
         std::fs::write(&ca_file, ca.cert_pem())?;
-        let certs = rustls_pemfile::certs(&mut issued.cert_pem.as_bytes())
-            .collect::<Result<Vec<_>, _>>()?;
-        let key = rustls_pemfile::private_key(&mut issued.key_pem.as_bytes())?
-            .ok_or_else(|| anyhow!("no key"))?;
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
-        let acceptor = TlsAcceptor::from(Arc::new(config));
         let listener = TcpListener::bind((ip, 0))
             .await
             .with_context(|| format!("bind {ip}:0"))?;

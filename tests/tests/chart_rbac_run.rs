@@ -38,11 +38,11 @@ use kelos_hooks_shared::api::{
 use kelos_hooks_shared::deliveries::{Deliveries, HookState};
 use kelos_hooks_tests::admission_server::ca_bundles;
 use kelos_hooks_tests::helm::{self, helm_command};
+use kelos_hooks_tests::impersonate::{client_from, impersonating_kubeconfig};
 use kelos_hooks_tests::receiver::Receiver;
 use kelos_hooks_tests::tasks::{self, hook};
 use kelos_hooks_tests::{Cluster, bin, cluster, free_port, workspace_root};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams, WatchParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -287,41 +287,6 @@ fn localize_replaces_only_named_flags_and_expands_env() {
 
 // ---------------------------------------------------------------------------------------------
 // Impersonation
-
-/// The admin kubeconfig with every user impersonating `system:serviceaccount:NS:SA`, with the
-/// groups the API server gives a real ServiceAccount token.
-fn impersonating_kubeconfig(admin: &str, ns: &str, sa: &str) -> Result<String> {
-    let mut config: Value = serde_saphyr::from_str(admin)?;
-    let users = config["users"]
-        .as_array_mut()
-        .context("kubeconfig has no users")?;
-    ensure!(!users.is_empty(), "kubeconfig has no users");
-    for user in users {
-        let u = user["user"]
-            .as_object_mut()
-            .context("user entry without user")?;
-        u.insert(
-            "as".into(),
-            json!(format!("system:serviceaccount:{ns}:{sa}")),
-        );
-        u.insert(
-            "as-groups".into(),
-            json!([
-                "system:serviceaccounts",
-                format!("system:serviceaccounts:{ns}"),
-                "system:authenticated"
-            ]),
-        );
-    }
-    Ok(serde_json::to_string_pretty(&config)?)
-}
-
-async fn client_from(kubeconfig: &Path) -> Result<kube::Client> {
-    let config = Kubeconfig::read_from(kubeconfig)?;
-    let config =
-        kube::Config::from_custom_kubeconfig(config, &KubeConfigOptions::default()).await?;
-    Ok(kube::Client::try_from(config)?)
-}
 
 fn is_forbidden(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 403)

@@ -7,11 +7,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
@@ -23,146 +21,15 @@ use kelos_hooks_shared::api::{
     Format, Hook, OnCompletion, Phase, SecretKeyRef, SecretRef, Task, TaskSpawner, TaskSpawnerSpec,
 };
 use kelos_hooks_shared::deliveries::{Deliveries, HookState};
+use kelos_hooks_tests::dispatcher::Dispatcher;
 use kelos_hooks_tests::receiver::{Receiver, Recorded, Reply};
 use kelos_hooks_tests::tasks;
-use kelos_hooks_tests::{Cluster, bin, cluster, free_port};
+use kelos_hooks_tests::{bin, cluster};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use sha2::Sha256;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const WAIT: Duration = Duration::from_secs(45);
-
-// ---------------------------------------------------------------------------------------------
-// The dispatcher process.
-
-struct Dispatcher {
-    child: Option<tokio::process::Child>,
-    log: PathBuf,
-    metrics_port: u16,
-    args: Vec<String>,
-    kubeconfig: PathBuf,
-}
-
-impl Dispatcher {
-    async fn start(
-        c: &Cluster,
-        ns: &str,
-        ca: &Path,
-        allow: &str,
-        identity: &str,
-        extra: &[&str],
-    ) -> Result<Dispatcher> {
-        let log = std::env::temp_dir().join(format!("kelos-hooks-dispatcher-{ns}-{identity}.log"));
-        let defaults = [
-            ("--allow-cidr", allow),
-            ("--namespace", ns),
-            ("--lease-namespace", ns),
-            ("--lease-name", "dispatcher"),
-            ("--lease-identity", identity),
-            ("--lease-duration", "3s"),
-            ("--lease-renew-interval", "1s"),
-            ("--backoff-base", "200ms"),
-            ("--backoff-max", "2s"),
-            ("--request-timeout", "2s"),
-            ("--shutdown-timeout", "2s"),
-        ];
-        let ca = ca.display().to_string();
-        let mut args = vec!["run".to_owned(), "--ca-file".to_owned(), ca];
-        // `extra` is flag/value pairs; a flag given there replaces its default.
-        for (flag, value) in defaults {
-            if !extra.contains(&flag) {
-                args.extend([flag.to_owned(), value.to_owned()]);
-            }
-        }
-        args.extend(extra.iter().map(|s| (*s).to_owned()));
-        let mut d = Dispatcher {
-            child: None,
-            log,
-            metrics_port: 0,
-            args,
-            kubeconfig: c.kubeconfig().to_owned(),
-        };
-        d.spawn().await?;
-        Ok(d)
-    }
-
-    async fn spawn(&mut self) -> Result<()> {
-        self.metrics_port = free_port();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)?;
-        self.child = Some(
-            tokio::process::Command::new(bin("kelos-hooks-dispatcher"))
-                .args(&self.args)
-                .args([
-                    "--metrics-listen",
-                    &format!("127.0.0.1:{}", self.metrics_port),
-                ])
-                .env("KUBECONFIG", &self.kubeconfig)
-                .env("RUST_LOG", "info,kube=warn")
-                .env_remove("POD_NAME")
-                .env_remove("POD_NAMESPACE")
-                .stdout(Stdio::null())
-                .stderr(log)
-                .kill_on_drop(true)
-                .spawn()
-                .context("starting kelos-hooks-dispatcher")?,
-        );
-        self.wait_ready().await
-    }
-
-    /// SIGKILL, no goodbye.
-    async fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.start_kill();
-            let _ = child.wait().await;
-        }
-    }
-
-    async fn restart(&mut self) -> Result<()> {
-        self.kill().await;
-        self.spawn().await
-    }
-
-    fn logs(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let tail: Vec<&str> = text.lines().rev().take(60).collect();
-        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-    }
-
-    async fn get(&self, path: &str) -> Result<(u16, String)> {
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.metrics_port)).await?;
-        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
-            .await?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).await?;
-        let code = out
-            .split(' ')
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let body = out.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
-        Ok((code, body))
-    }
-
-    async fn wait_ready(&mut self) -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                bail!("dispatcher exited with {status}:\n{}", self.logs());
-            }
-            if let Ok((200, _)) = self.get("/readyz").await {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!("dispatcher not ready after 30s:\n{}", self.logs());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Tasks, Secrets and what the API server records.
@@ -515,7 +382,7 @@ async fn delivers_every_format_with_phase_filters_secret_headers_and_signatures(
     );
     assert!(metrics.contains("kelos_hooks_dispatcher_leader 1"));
     assert!(
-        !std::fs::read_to_string(&d.log)?.contains("e2e-token"),
+        !std::fs::read_to_string(d.log_path())?.contains("e2e-token"),
         "secret in logs"
     );
     Ok(())
@@ -957,7 +824,7 @@ async fn sigterm_finishes_in_flight_attempts_records_them_and_releases_the_lease
     complete(&api, "t", Phase::Succeeded, Duration::ZERO).await?;
     rx.wait_for("/term", 1, WAIT).await?;
     // The attempt is in flight (the receiver answers after 1.5 s): SIGTERM now.
-    let mut child = d.child.take().unwrap();
+    let mut child = d.take_child().unwrap();
     let pid = child.id().unwrap().to_string();
     let killed = tokio::process::Command::new("kill")
         .args(["-TERM", &pid])

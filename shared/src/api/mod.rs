@@ -3,11 +3,13 @@
 //! `rest` maps, so a read-modify-write never drops what kelos owns.
 
 mod hooks;
+mod quantity;
 mod task;
 mod taskspawner;
 
 pub use hooks::{Format, Hook, MAX_HOOKS, OnCompletion, Phase, SecretKeyRef, SecretRef, Webhook};
-pub use task::{Task, TaskSpec, TaskStatus, Usage};
+pub use quantity::Quantity;
+pub use task::{Task, TaskSpec, TaskStatus, Usage, Worker};
 pub use taskspawner::{TaskSpawner, TaskSpawnerSpec};
 
 /// API group of kelos resources.

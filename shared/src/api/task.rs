@@ -1,4 +1,6 @@
-//! The kelos `Task`, typed only where kelos-hooks reads it.
+//! The kelos `Task`, typed only where kelos-hooks reads it, where kelos v1alpha2 keeps it
+//! (`api/v1alpha2/task_types.go` upstream): the agent in `spec.worker`, the deprecated top-level
+//! `spec.type`/`spec.model` still honoured, and `status.usage.costUSD` a Quantity.
 
 use std::collections::BTreeMap;
 
@@ -7,7 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::Phase;
+use super::{Phase, Quantity};
 
 /// `Task.spec`: the fields a notification reports; everything else kept verbatim in `rest`.
 #[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -22,16 +24,57 @@ use super::Phase;
 )]
 #[serde(rename_all = "camelCase")]
 pub struct TaskSpec {
-    /// Agent type (`claude-code`, `codex`, …).
+    /// `spec.worker`: the agent's execution environment (kelos v1alpha2). kelos's schema, not
+    /// ours: left out of the CRD we generate, where `spec` preserves unknown fields.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(skip)]
+    pub worker: Option<Worker>,
+    /// Agent type (`claude-code`, `codex`, …) — deprecated by kelos for `spec.worker.type`.
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     pub agent_type: Option<String>,
-    /// Model override.
+    /// Model override — deprecated by kelos for `spec.worker.model`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     /// kelos' own fields (`prompt`, `credentials`, …), preserved untouched.
     #[serde(flatten)]
     #[schemars(skip)]
     pub rest: BTreeMap<String, Value>,
+}
+
+/// `Task.spec.worker`: typed where a notification reads it, everything else kept verbatim.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Worker {
+    /// Agent type (`claude-code`, `codex`, …).
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub agent_type: Option<String>,
+    /// Model override.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// kelos' other worker fields (`credentials`, `image`, `podOverrides`, …), preserved untouched.
+    #[serde(flatten)]
+    pub rest: BTreeMap<String, Value>,
+}
+
+fn non_empty(s: Option<&String>) -> Option<&str> {
+    s.map(String::as_str).filter(|s| !s.is_empty())
+}
+
+impl TaskSpec {
+    /// The agent type kelos runs: `spec.worker.type`, else the deprecated `spec.type` (as
+    /// kelos's own `resolveTaskType`). `None` for a Task run by a WorkerPool, whose type lives in
+    /// the pool.
+    pub fn resolved_agent_type(&self) -> Option<&str> {
+        non_empty(self.worker.as_ref().and_then(|w| w.agent_type.as_ref()))
+            .or_else(|| non_empty(self.agent_type.as_ref()))
+    }
+
+    /// The model kelos passes to the agent: `spec.worker.model`, else the deprecated `spec.model`
+    /// (as kelos's own `resolveTaskModel`).
+    pub fn resolved_model(&self) -> Option<&str> {
+        non_empty(self.worker.as_ref().and_then(|w| w.model.as_ref()))
+            .or_else(|| non_empty(self.model.as_ref()))
+    }
 }
 
 /// `Task.status` as written by the kelos controller.
@@ -69,9 +112,9 @@ pub struct TaskStatus {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Usage {
-    /// Cost in USD; kelos stores it as int-or-string (a Quantity).
+    /// Cost in USD: a Quantity, which kelos writes in canonical form (`"420m"` for 0.42).
     #[serde(default, rename = "costUSD", skip_serializing_if = "Option::is_none")]
-    pub cost_usd: Option<Value>,
+    pub cost_usd: Option<Quantity>,
     /// Input tokens consumed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_tokens: Option<i64>,
