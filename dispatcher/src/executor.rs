@@ -281,8 +281,12 @@ impl Executor {
 
     fn publish(&self, n: Note) {
         let task_uid = n.object.uid.as_deref().unwrap_or_default();
-        let task = n.object.name.as_deref().unwrap_or_default();
-        if n.warning {
+        let task = format!(
+            "{}/{}",
+            n.object.namespace.as_deref().unwrap_or_default(),
+            n.object.name.as_deref().unwrap_or_default()
+        );
+        if n.logs_as_warning() {
             tracing::warn!(task_uid, task, hook = %n.hook, reason = n.reason, "{}", n.message);
         } else {
             tracing::info!(task_uid, task, hook = %n.hook, reason = n.reason, "{}", n.message);

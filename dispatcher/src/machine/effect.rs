@@ -9,6 +9,7 @@ use kelos_hooks_shared::api::{Hook, Phase, Task};
 use kelos_hooks_shared::deliveries::Deliveries;
 
 use super::input::Timer;
+use crate::cluster::events::reason;
 
 /// One thing to do.
 #[derive(Debug)]
@@ -93,6 +94,14 @@ pub struct Note {
     pub hook: String,
     /// What happened, for a human (URLs show scheme and host only).
     pub message: String,
+}
+
+impl Note {
+    /// Whether the log line is a warning: retries are Warning Events (so `kubectl describe` shows
+    /// them) but routine and self-healing, so they log at info.
+    pub fn logs_as_warning(&self) -> bool {
+        self.warning && self.reason != reason::RETRYING
+    }
 }
 
 /// A metric to bump.

@@ -4,6 +4,12 @@
 //!
 //! Per Task it tracks the hooks in force, the delivery state (the annotation's, plus our newer
 //! records), which hooks are in flight or waiting for a retry, and whether a write is due.
+//!
+//! Growing it: a request that cannot be built (a payload template that fails to render, a routing
+//! key missing from a Secret) is an [`outcome::Outcome::not_sent`], so the hook ends Failed with
+//! an Event and nothing partial is sent; a new trigger (a redelivery annotation, a spawner test
+//! send) is a new [`Input`] and a new kind of work a new [`Effect`] — the executor only grows a
+//! `match` arm.
 
 mod attempted;
 pub mod backoff;

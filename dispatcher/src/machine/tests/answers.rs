@@ -100,6 +100,7 @@ fn retryable_answers_are_retried_with_the_same_webhook_id() {
         assert!(at >= ms(1_100) && at <= t(2), "{at} for {o:?}");
         let n = note(&e, reason::RETRYING, "a");
         assert!(n.warning && n.message.contains("attempt 1 failed"), "{n:?}");
+        assert!(!n.logs_as_warning(), "routine: logged at info");
         assert!(metrics(&e).contains(&&Metric::Retry));
         assert!(attempts(&e).is_empty(), "not before the timer");
         assert_eq!(run.m.waiting(), 1);

@@ -6,6 +6,14 @@ use std::collections::HashSet;
 use super::*;
 use crate::error::Error;
 
+/// The read of Task u1's spawner ended.
+fn spawner_read(run: &mut Run, result: crate::error::Result<Vec<Hook>>) -> Vec<Effect> {
+    run.input(Input::SpawnerHooks {
+        uid: "u1".into(),
+        result,
+    })
+}
+
 fn api_error(message: &str, reason: &str, code: u16) -> kube::Error {
     kube::Error::Api(
         kube::core::Status::failure(message, reason)
@@ -176,20 +184,17 @@ fn a_task_without_snapshot_uses_its_spawners_hooks_and_says_so() {
         "{e:?}"
     );
     // The read fails: retried in 5s, with a warning in the log.
-    let e = run.input(Input::SpawnerHooks {
-        uid: "u1".into(),
-        result: Err(Error::Kube(api_error("forbidden", "Forbidden", 403))),
-    });
+    let e = spawner_read(
+        &mut run,
+        Err(Error::Kube(api_error("forbidden", "Forbidden", 403))),
+    );
     assert!(e.iter().any(|e| matches!(e, Effect::Warn { .. })), "{e:?}");
     let retry = Timer::ReadSpawner { uid: "u1".into() };
     assert_eq!(timers(&e), [(t(6), &retry)]);
     let e = run.at(t(6)).fire(&retry);
     assert!(matches!(&e[..], [Effect::ReadSpawner { .. }]), "{e:?}");
     // Read: an Event says where the hooks came from, and they are sent.
-    let e = run.input(Input::SpawnerHooks {
-        uid: "u1".into(),
-        result: Ok(vec![hook("issues")]),
-    });
+    let e = spawner_read(&mut run, Ok(vec![hook("issues")]));
     let n = note(&e, reason::HOOKS_FROM_SPAWNER, "");
     assert!(!n.warning);
     assert!(
@@ -206,10 +211,7 @@ fn a_task_without_snapshot_uses_its_spawners_hooks_and_says_so() {
 fn a_spawner_without_hooks_leaves_nothing_to_do() {
     let mut run = Run::leader();
     run.upsert(bare_task("u1", Phase::Failed));
-    let e = run.input(Input::SpawnerHooks {
-        uid: "u1".into(),
-        result: Ok(Vec::new()),
-    });
+    let e = spawner_read(&mut run, Ok(Vec::new()));
     assert!(e.is_empty(), "{e:?}");
     assert_eq!(run.m.tracked(), 0);
     assert!(run.flush().is_empty());
@@ -219,10 +221,7 @@ fn a_spawner_without_hooks_leaves_nothing_to_do() {
 fn a_follower_reads_the_spawner_but_leaves_the_event_to_the_leader() {
     let mut run = Run::follower();
     run.upsert(bare_task("u1", Phase::Failed));
-    let e = run.input(Input::SpawnerHooks {
-        uid: "u1".into(),
-        result: Ok(vec![hook("issues")]),
-    });
+    let e = spawner_read(&mut run, Ok(vec![hook("issues")]));
     assert!(e.is_empty(), "{e:?}");
     assert_eq!(
         only_attempt(&run.input(Input::Leader(true))).hook.name,

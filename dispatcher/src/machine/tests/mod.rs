@@ -187,13 +187,21 @@ impl Run {
     }
 }
 
+/// The effects of one kind: `of!(e, Effect::Attempt(a) => a)`.
+macro_rules! of {
+    ($effects:expr, $pattern:pat => $value:expr) => {
+        $effects
+            .iter()
+            .filter_map(|e| match e {
+                $pattern => Some($value),
+                _ => None,
+            })
+            .collect()
+    };
+}
+
 fn attempts(e: &[Effect]) -> Vec<&Attempt> {
-    e.iter()
-        .filter_map(|e| match e {
-            Effect::Attempt(a) => Some(a),
-            _ => None,
-        })
-        .collect()
+    of!(e, Effect::Attempt(a) => a)
 }
 
 /// The one attempt `e` asks for.
@@ -210,30 +218,15 @@ fn sent_hooks(e: &[Effect]) -> Vec<&str> {
 }
 
 fn records(e: &[Effect]) -> Vec<&Record> {
-    e.iter()
-        .filter_map(|e| match e {
-            Effect::Record(r) => Some(r),
-            _ => None,
-        })
-        .collect()
+    of!(e, Effect::Record(r) => r)
 }
 
 fn notes(e: &[Effect]) -> Vec<&Note> {
-    e.iter()
-        .filter_map(|e| match e {
-            Effect::Event(n) => Some(n),
-            _ => None,
-        })
-        .collect()
+    of!(e, Effect::Event(n) => n)
 }
 
 fn timers(e: &[Effect]) -> Vec<(DateTime<Utc>, &Timer)> {
-    e.iter()
-        .filter_map(|e| match e {
-            Effect::Timer { at, timer } => Some((*at, timer)),
-            _ => None,
-        })
-        .collect()
+    of!(e, Effect::Timer { at, timer } => (*at, timer))
 }
 
 /// The one retry timer `e` asks for.
@@ -245,12 +238,7 @@ fn retry_timer(e: &[Effect]) -> (DateTime<Utc>, Timer) {
 }
 
 fn metrics(e: &[Effect]) -> Vec<&Metric> {
-    e.iter()
-        .filter_map(|e| match e {
-            Effect::Metric(m) => Some(m),
-            _ => None,
-        })
-        .collect()
+    of!(e, Effect::Metric(m) => m)
 }
 
 /// The Event with `reason` about `hook`.
@@ -264,7 +252,7 @@ fn note<'a>(e: &'a [Effect], reason: &str, hook: &str) -> &'a Note {
 /// Every final failure: a Warning Event saying why, the `failed` metric, no retry.
 fn assert_failed<'a>(e: &'a [Effect], hook: &str, why: &str) -> &'a Note {
     let n = note(e, reason::FAILED, hook);
-    assert!(n.warning, "{n:?}");
+    assert!(n.warning && n.logs_as_warning(), "{n:?}");
     assert!(n.message.contains(why), "{why:?} not in {:?}", n.message);
     assert!(
         n.message.contains("https://hooks.example") && !n.message.contains("s3cret"),
