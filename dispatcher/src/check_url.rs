@@ -3,7 +3,7 @@
 use kelos_hooks_shared::ip::IpPolicy;
 use kelos_hooks_shared::redact::scheme_and_host;
 
-use crate::resolve::{Lookup, Target, find_refusal, resolve_vetted, vet_url};
+use crate::send::resolve::{Lookup, Target, find_refusal, resolve_vetted, vet_url};
 
 /// The verdict and the line to print.
 #[derive(Debug, PartialEq, Eq)]
@@ -44,7 +44,7 @@ pub async fn check(url: &str, policy: &IpPolicy, lookup: &Lookup) -> Verdict {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::resolve::system_lookup;
+    use crate::send::resolve::system_lookup;
 
     #[tokio::test]
     async fn verdicts() {

@@ -1,26 +1,15 @@
 //! `kelos-hooks-dispatcher`: watch-driven, at-least-once delivery of kelos Task completion webhooks.
 #![forbid(unsafe_code)]
 
-mod backoff;
 mod check_url;
 mod cli;
-mod client;
+mod cluster;
 mod crd_check;
-mod deliver;
-mod dispatch;
 mod error;
-mod events;
-mod headers;
-mod leader;
+mod executor;
+mod machine;
 mod metrics;
-mod outcome;
-mod plan;
-mod resolve;
-mod secrets;
-mod sign;
-mod state_writer;
-mod watch;
-mod webhook_id;
+mod send;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -33,7 +22,9 @@ use tokio_util::sync::CancellationToken;
 use kelos_hooks_runtime::{Health, shutdown, telemetry};
 
 use crate::cli::{Cli, Command, RunArgs};
+use crate::cluster::{events, leader, watch};
 use crate::error::{Error, Result};
+use crate::send::{client, resolve};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -180,22 +171,26 @@ async fn run(args: RunArgs) -> Result<()> {
     };
 
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let settings = dispatch::Settings {
-        limits: plan::Limits {
-            max_age: args.max_age,
-            max_attempts: args.max_attempts,
-            max_retry_duration: args.max_retry_duration,
+    let settings = executor::Settings {
+        rules: machine::Rules {
+            limits: machine::plan::Limits {
+                max_age: args.max_age,
+                max_attempts: args.max_attempts,
+                max_retry_duration: args.max_retry_duration,
+            },
+            backoff: machine::backoff::Backoff {
+                base: args.backoff_base,
+                max: args.backoff_max,
+            },
         },
-        backoff: backoff::Backoff {
-            base: args.backoff_base,
-            max: args.backoff_max,
+        send: send::SendLimits {
+            max_concurrency: args.max_concurrency as usize,
+            max_per_host: args.max_per_host as usize,
+            timeout: args.request_timeout,
         },
-        request_timeout: args.request_timeout,
-        max_concurrency: args.max_concurrency as usize,
-        max_per_host: args.max_per_host as usize,
         shutdown_timeout: args.shutdown_timeout,
     };
-    let dispatcher = dispatch::Dispatcher::new(
+    let executor = executor::Executor::new(
         settings,
         http,
         kube.clone(),
@@ -205,7 +200,7 @@ async fn run(args: RunArgs) -> Result<()> {
         tx.clone(),
     );
     let watch_task = tokio::spawn(watch::run(kube.clone(), args.namespace.clone(), tx));
-    let loop_task = tokio::spawn(dispatcher.run(rx, leader_rx, shutdown.clone()));
+    let loop_task = tokio::spawn(executor.run(rx, leader_rx, shutdown.clone()));
 
     shutdown::terminated().await;
     tracing::info!("SIGTERM: finishing in-flight attempts");

@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use reqwest::header::{HeaderName, HeaderValue};
 
+use crate::error::{Error, Result};
+
 /// Headers a Secret may not set: the Standard Webhooks ones and the framing ones.
 pub const RESERVED: &[&str] = &[
     "webhook-id",
@@ -23,9 +25,17 @@ pub struct SecretHeaders {
     pub ignored: Vec<String>,
 }
 
+/// An unusable header Secret: final (retrying cannot fix it before someone edits the Secret).
+fn unusable(message: String) -> Error {
+    Error::Secret {
+        message,
+        retryable: false,
+    }
+}
+
 /// Turns a Secret's data into headers. Values are trimmed of surrounding whitespace (files often end
 /// in a newline). An invalid name or value is an error naming the key, never the value.
-pub fn from_secret(data: &BTreeMap<String, Vec<u8>>) -> Result<SecretHeaders, String> {
+pub fn from_secret(data: &BTreeMap<String, Vec<u8>>) -> Result<SecretHeaders> {
     let mut out = SecretHeaders::default();
     for (key, value) in data {
         if RESERVED.iter().any(|r| r.eq_ignore_ascii_case(key)) {
@@ -33,9 +43,11 @@ pub fn from_secret(data: &BTreeMap<String, Vec<u8>>) -> Result<SecretHeaders, St
             continue;
         }
         let name = HeaderName::from_bytes(key.as_bytes())
-            .map_err(|_| format!("Secret key {key:?} is not a valid HTTP header name"))?;
+            .map_err(|_| unusable(format!("key {key:?} is not a valid HTTP header name")))?;
         let value = HeaderValue::from_bytes(value.trim_ascii()).map_err(|_| {
-            format!("Secret key {key:?} holds a value that is not a valid HTTP header value")
+            unusable(format!(
+                "key {key:?} holds a value that is not a valid HTTP header value"
+            ))
         })?;
         out.headers.push((name, value));
     }
@@ -75,9 +87,13 @@ mod tests {
 
     #[test]
     fn invalid_names_and_values_are_errors_without_the_value() {
-        let e = from_secret(&data(&[("bad header", b"v")])).unwrap_err();
+        let e = from_secret(&data(&[("bad header", b"v")]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("\"bad header\""), "{e}");
-        let e = from_secret(&data(&[("x-token", b"zq9\nxw")])).unwrap_err();
+        let e = from_secret(&data(&[("x-token", b"zq9\nxw")]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("x-token") && !e.contains("zq9"), "{e}");
     }
 }

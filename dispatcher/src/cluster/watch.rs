@@ -12,7 +12,8 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::dispatch::Msg;
+use crate::executor::Msg;
+use crate::machine::Input;
 
 /// Readiness check: the Task watch has listed everything once.
 pub const READY_CHECK: &str = "Task watch";
@@ -103,7 +104,7 @@ pub async fn run(client: Client, namespace: Option<String>, tx: UnboundedSender<
             watcher::Event::InitDone => {
                 let alive = seen.take().unwrap_or_default();
                 forwarded.retain(|uid| alive.contains(uid));
-                tx.send(Msg::Resync(alive)).is_ok() && tx.send(Msg::Synced).is_ok()
+                tx.send(Msg::Input(Input::Resync(alive))).is_ok() && tx.send(Msg::Synced).is_ok()
             }
             watcher::Event::Apply(task) | watcher::Event::InitApply(task) => {
                 let Some(uid) = task.metadata.uid.clone() else {
@@ -114,15 +115,18 @@ pub async fn run(client: Client, namespace: Option<String>, tx: UnboundedSender<
                         s.insert(uid.clone());
                     }
                     forwarded.insert(uid);
-                    tx.send(Msg::Upsert(Arc::new(trim(task)))).is_ok()
+                    tx.send(Msg::Input(Input::Upsert(Arc::new(trim(task)))))
+                        .is_ok()
                 } else if forwarded.remove(&uid) {
-                    tx.send(Msg::Forget(uid)).is_ok()
+                    tx.send(Msg::Input(Input::Forget(uid))).is_ok()
                 } else {
                     true
                 }
             }
             watcher::Event::Delete(task) => match task.metadata.uid {
-                Some(uid) if forwarded.remove(&uid) => tx.send(Msg::Forget(uid)).is_ok(),
+                Some(uid) if forwarded.remove(&uid) => {
+                    tx.send(Msg::Input(Input::Forget(uid))).is_ok()
+                }
                 _ => true,
             },
         };

@@ -9,22 +9,11 @@ use kube::Api;
 use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
 
+use crate::error::{Error, Result};
+use crate::machine::Written;
+
 /// Conditional writes tried before giving up for now (the caller retries later).
 const MAX_CONFLICTS: usize = 5;
-
-/// Why a write did not happen.
-#[derive(Debug, thiserror::Error)]
-pub enum WriteError {
-    /// The Task is gone, was replaced (new UID), or left this phase: nothing to record.
-    #[error("Task gone or no longer in phase")]
-    Gone,
-    /// The API call failed.
-    #[error("{0}")]
-    Kube(#[from] kube::Error),
-    /// Kept conflicting with other writers.
-    #[error("too many write conflicts")]
-    Conflicts,
-}
 
 /// What the caller knows of the Task already (from the watch), to save a read.
 #[derive(Clone, Debug)]
@@ -64,7 +53,8 @@ pub fn patch_body(resource_version: Option<&str>, merged: &Deliveries, report: b
 }
 
 /// Records `ours` on the Task. `matching` are the hooks firing on the phase (for the report phase).
-/// Returns the state as written and the Task's new resourceVersion (`None` when nothing needed writing).
+/// Returns the state as written and the Task's new resourceVersion (`None` when nothing needed
+/// writing); [`Error::TaskGone`] when the Task was deleted, replaced or left the phase.
 pub async fn write(
     api: &Api<Task>,
     name: &str,
@@ -72,17 +62,17 @@ pub async fn write(
     ours: &Deliveries,
     matching: &[String],
     known: Option<Known>,
-) -> Result<(Deliveries, Option<String>), WriteError> {
+) -> Result<Written> {
     let mut known = known;
     for _ in 0..MAX_CONFLICTS {
         let current = match known.take() {
             Some(k) => k,
             None => {
-                let task = api.get_opt(name).await?.ok_or(WriteError::Gone)?;
+                let task = api.get_opt(name).await?.ok_or(Error::TaskGone)?;
                 if task.metadata.uid.as_deref() != Some(uid)
                     || task.terminal_phase() != Some(ours.phase)
                 {
-                    return Err(WriteError::Gone);
+                    return Err(Error::TaskGone);
                 }
                 Known::of(&task)
             }
@@ -93,20 +83,28 @@ pub async fn write(
         let report = merged.all_final(matching.iter().map(String::as_str));
         let report_written = current.report_phase.as_deref() == Some(ours.phase.as_str());
         if merged == before && current.deliveries.is_some() && (!report || report_written) {
-            return Ok((merged, None));
+            return Ok(Written {
+                deliveries: merged,
+                resource_version: None,
+            });
         }
         let body = patch_body(current.resource_version.as_deref(), &merged, report);
         match api
             .patch(name, &PatchParams::default(), &Patch::Merge(&body))
             .await
         {
-            Ok(task) => return Ok((merged, task.metadata.resource_version)),
+            Ok(task) => {
+                return Ok(Written {
+                    deliveries: merged,
+                    resource_version: task.metadata.resource_version,
+                });
+            }
             Err(kube::Error::Api(s)) if s.code == 409 => continue,
-            Err(kube::Error::Api(s)) if s.code == 404 => return Err(WriteError::Gone),
+            Err(kube::Error::Api(s)) if s.code == 404 => return Err(Error::TaskGone),
             Err(e) => return Err(e.into()),
         }
     }
-    Err(WriteError::Conflicts)
+    Err(Error::WriteConflicts)
 }
 
 #[cfg(test)]
@@ -215,7 +213,10 @@ mod tests {
             deliveries: None,
             report_phase: None,
         };
-        let (merged, rv) = write(
+        let Written {
+            deliveries: merged,
+            resource_version: rv,
+        } = write(
             &api,
             "t1",
             "u1",

@@ -1,15 +1,16 @@
-//! One delivery attempt: vet, build the request, sign, send, read a little of the answer, classify.
+//! One HTTPS POST to a receiver: vet the URL, set the Standard Webhooks headers, sign, send, read a
+//! little of the answer. What the result means is [`Outcome`]'s business.
 
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
 
-use crate::backoff::parse_retry_after;
-use crate::client::SafeClient;
-use crate::outcome::{Class, classify_status};
-use crate::resolve::{Refusal, find_refusal, vet_url};
-use crate::sign::SigningKey;
+use super::client::SafeClient;
+use super::resolve::{find_refusal, vet_url};
+use super::sign::SigningKey;
+use crate::machine::backoff::parse_retry_after;
+use crate::machine::outcome::Outcome;
 
 /// Most bytes of a response body kept for Events and logs.
 pub const BODY_EXCERPT: usize = 4096;
@@ -30,36 +31,6 @@ pub struct Request<'a> {
     pub extra_headers: &'a [(HeaderName, HeaderValue)],
     /// Whole-attempt timeout.
     pub timeout: Duration,
-}
-
-/// The result of one attempt.
-#[derive(Clone, Debug)]
-pub struct AttemptResult {
-    /// Delivered, retry or final.
-    pub class: Class,
-    /// HTTP status, when the receiver answered.
-    pub status: Option<u16>,
-    /// Why it did not succeed (no secrets, no full URL).
-    pub error: Option<String>,
-    /// The receiver's `Retry-After`, if any.
-    pub retry_after: Option<Duration>,
-    /// Start of the body the receiver answered (at most [`BODY_EXCERPT`] bytes, lossy UTF-8).
-    pub body_excerpt: String,
-    /// How long the attempt took.
-    pub elapsed: Duration,
-}
-
-impl AttemptResult {
-    fn failed(class: Class, error: String, started: Instant) -> Self {
-        AttemptResult {
-            class,
-            status: None,
-            error: Some(error),
-            retry_after: None,
-            body_excerpt: String::new(),
-            elapsed: started.elapsed(),
-        }
-    }
 }
 
 /// Describes a transport error without the URL (reqwest's Display includes it).
@@ -91,11 +62,11 @@ fn describe(err: &reqwest::Error) -> String {
     }
 }
 
-/// Makes one attempt. Never panics; every failure is a classed result.
-pub async fn attempt(client: &SafeClient, req: &Request<'_>, now: DateTime<Utc>) -> AttemptResult {
+/// Makes one attempt. Never panics; every failure is an [`Outcome`].
+pub async fn post(client: &SafeClient, req: &Request<'_>, now: DateTime<Utc>) -> Outcome {
     let started = Instant::now();
     if let Err(refusal) = vet_url(req.url, &client.policy) {
-        return AttemptResult::failed(Class::Final, format!("refused: {refusal}"), started);
+        return Outcome::refused(refusal, started.elapsed());
     }
     let timestamp = now.timestamp();
     let mut builder = client
@@ -136,35 +107,13 @@ pub async fn attempt(client: &SafeClient, req: &Request<'_>, now: DateTime<Utc>)
         ))
     };
     match tokio::time::timeout(req.timeout, send).await {
-        Err(_) => AttemptResult::failed(
-            Class::Retry,
-            format!("timed out after {}s", req.timeout.as_secs_f32()),
-            started,
-        ),
+        Err(_) => Outcome::timed_out(req.timeout, started.elapsed()),
         Ok(Err(err)) => match find_refusal(&err) {
-            Some(r @ Refusal::Blocked { .. }) => {
-                AttemptResult::failed(Class::Final, format!("refused: {r}"), started)
-            }
-            Some(r) => AttemptResult::failed(Class::Final, format!("refused: {r}"), started),
-            None => AttemptResult::failed(Class::Retry, describe(&err), started),
+            Some(refusal) => Outcome::refused(refusal, started.elapsed()),
+            None => Outcome::unreachable(describe(&err), started.elapsed()),
         },
         Ok(Ok((status, retry_after, body_excerpt))) => {
-            let class = classify_status(status);
-            let error = match class {
-                Class::Success => None,
-                _ if (300..400).contains(&status) => {
-                    Some(format!("HTTP {status} (redirects are not followed)"))
-                }
-                _ => Some(format!("HTTP {status}")),
-            };
-            AttemptResult {
-                class,
-                status: Some(status),
-                error,
-                retry_after,
-                body_excerpt,
-                elapsed: started.elapsed(),
-            }
+            Outcome::answered(status, retry_after, body_excerpt, started.elapsed())
         }
     }
 }
@@ -173,7 +122,8 @@ pub async fn attempt(client: &SafeClient, req: &Request<'_>, now: DateTime<Utc>)
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::resolve::system_lookup;
+    use crate::machine::outcome::Class;
+    use crate::send::resolve::system_lookup;
     use kelos_hooks_shared::ip::IpPolicy;
 
     fn req(url: &str) -> Request<'_> {
@@ -198,12 +148,12 @@ mod tests {
         )
         .unwrap();
         // IP literal: judged before the request is built.
-        let r = attempt(&client, &req("https://127.0.0.1:9/x?token=t"), Utc::now()).await;
+        let r = post(&client, &req("https://127.0.0.1:9/x?token=t"), Utc::now()).await;
         assert_eq!(r.class, Class::Final);
         let e = r.error.unwrap();
         assert!(e.contains("127.0.0.0/8") && !e.contains("token"), "{e}");
         // A name: judged by our resolver inside reqwest, and recognised through its error chain.
-        let r = attempt(&client, &req("https://localhost:9/x"), Utc::now()).await;
+        let r = post(&client, &req("https://localhost:9/x"), Utc::now()).await;
         assert_eq!(r.class, Class::Final, "{:?}", r.error);
         assert!(r.error.unwrap().contains("localhost resolves to 127.0.0.1"));
     }
@@ -218,7 +168,7 @@ mod tests {
             .unwrap()
             .port();
         let url = format!("https://localhost:{port}/x");
-        let r = attempt(&client, &req(&url), Utc::now()).await;
+        let r = post(&client, &req(&url), Utc::now()).await;
         assert_eq!(r.class, Class::Retry, "{:?}", r.error);
         assert!(r.error.unwrap().starts_with("connection failed"));
     }

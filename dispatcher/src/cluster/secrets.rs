@@ -11,7 +11,8 @@ use k8s_openapi::api::core::v1::Secret;
 use kelos_hooks_shared::api::{SecretKeyRef, SecretRef};
 use kube::{Api, Client};
 
-use crate::sign::SigningKey;
+use crate::error::{Error, Result};
+use crate::send::sign::SigningKey;
 
 /// The data of one Secret.
 pub type SecretData = Arc<BTreeMap<String, Vec<u8>>>;
@@ -33,15 +34,6 @@ fn data(secret: Secret) -> BTreeMap<String, Vec<u8>> {
     out
 }
 
-/// Why a Secret could not be used, and whether retrying may help.
-#[derive(Debug)]
-pub struct SecretError {
-    /// Message (names only).
-    pub message: String,
-    /// A missing Secret may yet be created: retried within the limits so an operator can fix it.
-    pub retryable: bool,
-}
-
 /// Secret reader with a short-lived cache.
 pub struct Secrets {
     client: Client,
@@ -59,7 +51,7 @@ impl Secrets {
         }
     }
 
-    async fn get(&self, namespace: &str, name: &str) -> Result<SecretData, SecretError> {
+    async fn get(&self, namespace: &str, name: &str) -> Result<SecretData> {
         let key = (namespace.to_owned(), name.to_owned());
         {
             let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
@@ -71,13 +63,13 @@ impl Secrets {
         let found = match api.get_opt(name).await {
             Ok(Some(s)) => Arc::new(data(s)),
             Ok(None) => {
-                return Err(SecretError {
+                return Err(Error::Secret {
                     message: format!("Secret {namespace}/{name} not found"),
                     retryable: true,
                 });
             }
             Err(e) => {
-                return Err(SecretError {
+                return Err(Error::Secret {
                     message: format!("reading Secret {namespace}/{name}: {e}"),
                     retryable: true,
                 });
@@ -91,26 +83,18 @@ impl Secrets {
     }
 
     /// Every key of the `secretRef` Secret.
-    pub async fn header_data(
-        &self,
-        namespace: &str,
-        r: &SecretRef,
-    ) -> Result<SecretData, SecretError> {
+    pub async fn header_data(&self, namespace: &str, r: &SecretRef) -> Result<SecretData> {
         self.get(namespace, &r.name).await
     }
 
     /// The signing key named by `signingSecretRef`.
-    pub async fn signing_key(
-        &self,
-        namespace: &str,
-        r: &SecretKeyRef,
-    ) -> Result<SigningKey, SecretError> {
+    pub async fn signing_key(&self, namespace: &str, r: &SecretKeyRef) -> Result<SigningKey> {
         let data = self.get(namespace, &r.name).await?;
-        let raw = data.get(&r.key).ok_or_else(|| SecretError {
+        let raw = data.get(&r.key).ok_or_else(|| Error::Secret {
             message: format!("Secret {namespace}/{} has no key {:?}", r.name, r.key),
             retryable: true,
         })?;
-        SigningKey::parse(raw).map_err(|e| SecretError {
+        SigningKey::parse(raw).map_err(|e| Error::Secret {
             message: format!("Secret {namespace}/{} key {:?}: {e}", r.name, r.key),
             retryable: false,
         })

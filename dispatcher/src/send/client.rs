@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use kelos_hooks_shared::ip::IpPolicy;
 
+use super::resolve::{Lookup, VettingResolver};
 use crate::error::{Error, Result};
-use crate::resolve::{Lookup, VettingResolver};
 
 /// A client whose connections only reach vetted addresses.
 #[derive(Clone)]

@@ -1,0 +1,125 @@
+//! What the machine asks for. The executor performs each effect; those that have a result feed it
+//! back as an [`Input`](super::Input).
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::core::v1::ObjectReference;
+use kelos_hooks_shared::api::{Hook, Phase, Task};
+use kelos_hooks_shared::deliveries::Deliveries;
+
+use super::input::Timer;
+use crate::cluster::events::reason;
+
+/// One thing to do.
+#[derive(Debug)]
+pub enum Effect {
+    /// Make one attempt; answer with [`Input::Attempted`](super::Input::Attempted).
+    Attempt(Attempt),
+    /// Cancel every attempt in flight (leadership lost); each still answers, with no outcome.
+    CancelAttempts,
+    /// Read the TaskSpawner's hooks; answer with [`Input::SpawnerHooks`](super::Input::SpawnerHooks).
+    ReadSpawner {
+        /// Task UID.
+        uid: String,
+        /// Namespace of the Task and the spawner.
+        namespace: String,
+        /// TaskSpawner name.
+        spawner: String,
+    },
+    /// Write the delivery annotation; answer with [`Input::Recorded`](super::Input::Recorded).
+    Record(Record),
+    /// Feed [`Input::Timer`](super::Input::Timer) back at `at`.
+    Timer {
+        /// When.
+        at: DateTime<Utc>,
+        /// What.
+        timer: Timer,
+    },
+    /// Publish a Kubernetes Event (and log it).
+    Event(Note),
+    /// Count something.
+    Metric(Metric),
+    /// Log a warning that has no Event (an API call that failed and is retried).
+    Warn {
+        /// Task UID.
+        task_uid: String,
+        /// What failed.
+        message: &'static str,
+        /// Why.
+        error: String,
+    },
+}
+
+/// One delivery attempt to make.
+#[derive(Clone, Debug)]
+pub struct Attempt {
+    /// Task UID.
+    pub uid: String,
+    /// The terminal phase being reported.
+    pub phase: Phase,
+    /// The Task (for the payload).
+    pub task: Arc<Task>,
+    /// The hook to send to.
+    pub hook: Hook,
+    /// `webhook-id`: the same for every attempt of this Task, phase and hook.
+    pub webhook_id: String,
+}
+
+/// One write of a Task's delivery state.
+#[derive(Clone, Debug)]
+pub struct Record {
+    /// Task UID (the write is refused if the Task was replaced).
+    pub uid: String,
+    /// The phase the state is for.
+    pub phase: Phase,
+    /// The Task as last seen (name, namespace, resourceVersion, current annotations).
+    pub task: Arc<Task>,
+    /// Our delivery state, merged into what the Task holds (per hook, further along wins).
+    pub deliveries: Deliveries,
+    /// Hooks firing on the phase: the report phase is written once all of them are final.
+    pub matching: Vec<String>,
+}
+
+/// A Kubernetes Event to publish.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Note {
+    /// The object it is about.
+    pub object: ObjectReference,
+    /// Warning (`true`) or Normal.
+    pub warning: bool,
+    /// One of [`reason`](crate::cluster::events::reason).
+    pub reason: &'static str,
+    /// Hook name (empty when about the Task as a whole).
+    pub hook: String,
+    /// What happened, for a human (URLs show scheme and host only).
+    pub message: String,
+}
+
+impl Note {
+    /// Whether the log line is a warning: retries are Warning Events (so `kubectl describe` shows
+    /// them) but routine and self-healing, so they log at info.
+    pub fn logs_as_warning(&self) -> bool {
+        self.warning && self.reason != reason::RETRYING
+    }
+}
+
+/// A metric to bump.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Metric {
+    /// A hook reached a final state: `delivered`, `failed` or `skipped`.
+    Final(&'static str),
+    /// A retry was scheduled.
+    Retry,
+    /// An attempt took this long; `result` is its class label.
+    AttemptDuration {
+        /// `success`, `retry` or `final`.
+        result: &'static str,
+        /// Seconds.
+        seconds: f64,
+    },
+    /// Seconds from the Task's completionTime to a 2xx.
+    CompletionToDelivery(f64),
+    /// A write of the delivery annotation failed (it is retried).
+    StateWriteError,
+}

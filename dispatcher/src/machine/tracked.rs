@@ -1,0 +1,214 @@
+//! What the machine knows of one Task, and how a Task from the watch becomes that: the snapshot
+//! annotation's hooks or (none) the spawner's, the delivery state resumed from the annotation, and
+//! re-runs into another phase.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use kelos_hooks_shared::annotations::{
+    DELIVERIES, ON_COMPLETION, REPORT_PHASE, SPAWNER_LABEL, decode_snapshot,
+};
+use kelos_hooks_shared::api::{Hook, Phase, Task};
+use kelos_hooks_shared::deliveries::Deliveries;
+use kelos_hooks_shared::redact::scheme_and_host;
+use kube::Resource;
+
+use super::{Effect, Machine, Note, Timer};
+use crate::cluster::events::reason;
+use crate::error::Result;
+
+/// Wait before reading the spawner again after a failed read.
+const REREAD_SPAWNER_AFTER: chrono::Duration = chrono::Duration::seconds(5);
+
+/// The hooks in force for a Task.
+pub(super) enum Hooks {
+    /// Being read from the TaskSpawner (the Task has no snapshot annotation).
+    Resolving,
+    /// Known.
+    Ready(Vec<Hook>),
+}
+
+/// What the machine knows of one terminal Task.
+pub(super) struct Tracked {
+    pub(super) task: Arc<Task>,
+    pub(super) phase: Phase,
+    pub(super) hooks: Hooks,
+    pub(super) deliveries: Deliveries,
+    /// Hooks with an attempt in flight (possibly for the phase before a re-run).
+    pub(super) in_flight: HashSet<String>,
+    /// Hooks with a retry timer pending.
+    pub(super) waiting: HashSet<String>,
+    /// The delivery state has changed since the last write started.
+    pub(super) dirty: bool,
+    /// A write is in flight.
+    pub(super) writing: bool,
+    /// `webhook-report-phase` holds this phase.
+    pub(super) reported: bool,
+}
+
+impl Tracked {
+    pub(super) fn hook(&self, name: &str) -> Option<&Hook> {
+        match &self.hooks {
+            Hooks::Ready(h) => h.iter().find(|h| h.name == name),
+            Hooks::Resolving => None,
+        }
+    }
+
+    /// The hook's URL as Events and logs may show it.
+    pub(super) fn shown_url(&self, name: &str) -> String {
+        self.hook(name)
+            .map(|h| scheme_and_host(&h.webhook.url))
+            .unwrap_or_default()
+    }
+
+    pub(super) fn note(
+        &self,
+        warning: bool,
+        reason: &'static str,
+        hook: &str,
+        message: String,
+    ) -> Effect {
+        Effect::Event(Note {
+            object: self.task.object_ref(&()),
+            warning,
+            reason,
+            hook: hook.to_owned(),
+            message,
+        })
+    }
+}
+
+fn annotation<'a>(task: &'a Task, key: &str) -> Option<&'a String> {
+    task.metadata.annotations.as_ref().and_then(|a| a.get(key))
+}
+
+fn spawner_of(task: &Task) -> String {
+    task.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(SPAWNER_LABEL))
+        .cloned()
+        .unwrap_or_default()
+}
+
+impl Machine {
+    pub(super) fn upsert(&mut self, task: Arc<Task>, now: DateTime<Utc>) {
+        let (Some(uid), Some(phase)) = (task.metadata.uid.clone(), task.terminal_phase()) else {
+            return;
+        };
+        let annotated =
+            Deliveries::resume(annotation(&task, DELIVERIES).map(String::as_str), phase);
+        let reported = annotation(&task, REPORT_PHASE).is_some_and(|p| p == phase.as_str());
+        match self.tasks.get_mut(&uid) {
+            Some(t) if t.phase == phase => {
+                t.deliveries.merge_from(&annotated);
+                t.reported |= reported;
+                t.task = task;
+            }
+            _ => {
+                // New, or a re-run that reached another phase: start from the annotation.
+                // Attempts and writes of the old phase still report back: keep counting them
+                // (their results are ignored by phase); the hooks in force stay the same.
+                let (hooks, in_flight, writing) = match self.tasks.remove(&uid) {
+                    Some(old) => {
+                        self.waiting -= old.waiting.len();
+                        let hooks = match old.hooks {
+                            Hooks::Ready(h) => Some(Hooks::Ready(h)),
+                            Hooks::Resolving => None,
+                        };
+                        (hooks, old.in_flight, old.writing)
+                    }
+                    None => (None, HashSet::new(), false),
+                };
+                let hooks = match hooks {
+                    Some(h) => h,
+                    None => self.initial_hooks(&task, &uid),
+                };
+                let tracked = Tracked {
+                    task,
+                    phase,
+                    hooks,
+                    deliveries: annotated,
+                    in_flight,
+                    waiting: HashSet::new(),
+                    dirty: false,
+                    writing,
+                    reported,
+                };
+                self.tasks.insert(uid.clone(), tracked);
+            }
+        }
+        self.drive(&uid, now);
+    }
+
+    /// The snapshot annotation's hooks, or (none) a read of the spawner's.
+    fn initial_hooks(&mut self, task: &Arc<Task>, uid: &str) -> Hooks {
+        let Some(snapshot) = annotation(task, ON_COMPLETION) else {
+            self.out.push(read_spawner(task, uid));
+            return Hooks::Resolving;
+        };
+        match decode_snapshot(snapshot) {
+            Ok(s) => Hooks::Ready(s.hooks),
+            Err(e) => {
+                self.out.push(Effect::Event(Note {
+                    object: task.object_ref(&()),
+                    warning: true,
+                    reason: reason::BAD_ANNOTATION,
+                    hook: String::new(),
+                    message: format!(
+                        "annotation {ON_COMPLETION} is not valid ({e}); no webhooks are sent for this Task"
+                    ),
+                }));
+                Hooks::Ready(Vec::new())
+            }
+        }
+    }
+
+    pub(super) fn spawner_hooks(
+        &mut self,
+        uid: &str,
+        result: Result<Vec<Hook>>,
+        now: DateTime<Utc>,
+    ) {
+        let Some(t) = self.tasks.get_mut(uid) else {
+            return;
+        };
+        match result {
+            Ok(hooks) => {
+                if !hooks.is_empty() && self.leader {
+                    let message = format!(
+                        "Task has no {ON_COMPLETION} annotation (the admission webhook was unavailable when it was created): using the {} current hook(s) of TaskSpawner {}",
+                        hooks.len(),
+                        spawner_of(&t.task)
+                    );
+                    let effect = t.note(false, reason::HOOKS_FROM_SPAWNER, "", message);
+                    self.out.push(effect);
+                }
+                t.hooks = Hooks::Ready(hooks);
+                self.drive(uid, now);
+            }
+            Err(e) => {
+                self.out.push(Effect::Warn {
+                    task_uid: uid.to_owned(),
+                    message: "could not read the TaskSpawner; retrying",
+                    error: e.to_string(),
+                });
+                self.out.push(Effect::Timer {
+                    at: now + REREAD_SPAWNER_AFTER,
+                    timer: Timer::ReadSpawner {
+                        uid: uid.to_owned(),
+                    },
+                });
+            }
+        }
+    }
+}
+
+pub(super) fn read_spawner(task: &Task, uid: &str) -> Effect {
+    Effect::ReadSpawner {
+        uid: uid.to_owned(),
+        namespace: task.metadata.namespace.clone().unwrap_or_default(),
+        spawner: spawner_of(task),
+    }
+}
