@@ -30,10 +30,19 @@ fn crd_ref() -> ObjectReference {
     }
 }
 
-async fn report(verdict: &Verdict, installed: bool, health: &Health, metrics: &Metrics, events: &Events) {
+async fn report(
+    verdict: &Verdict,
+    installed: bool,
+    health: &Health,
+    metrics: &Metrics,
+    events: &Events,
+) {
     health.set(READY_CHECK, verdict.problem().map(str::to_owned));
     let reporter = *verdict == Verdict::KelosReporter;
-    health.set_note(READY_CHECK, reporter.then(|| KELOS_REPORTER_NOTE.to_owned()));
+    health.set_note(
+        READY_CHECK,
+        reporter.then(|| KELOS_REPORTER_NOTE.to_owned()),
+    );
     metrics.crd_ok.set(i64::from(verdict.problem().is_none()));
     metrics.kelos_reporter.set(i64::from(reporter));
     match verdict {

@@ -650,12 +650,18 @@ async fn default_values_render_secure_objects_the_server_accepts() -> Result<()>
     );
     // The CRD extension is on by default, with its post-delete removal.
     let admission_args = args(one(&d, "Deployment", "kh-kelos-hooks-admission"));
-    assert!(admission_args.contains(&"--extend-kelos-crd".to_owned()), "{admission_args:?}");
+    assert!(
+        admission_args.contains(&"--extend-kelos-crd".to_owned()),
+        "{admission_args:?}"
+    );
     assert!(admission_args.contains(
         &"--kelos-identity=system:serviceaccount:kelos-system:kelos-controller,system:serviceaccount:*:kelos-spawner".to_owned()
     ));
     let remove = one(&d, "Job", "kh-kelos-hooks-crd-extension-remove");
-    assert_eq!(remove["metadata"]["annotations"]["helm.sh/hook"], "post-delete");
+    assert_eq!(
+        remove["metadata"]["annotations"]["helm.sh/hook"],
+        "post-delete"
+    );
     assert_eq!(
         container(remove)["args"],
         json!(["crd-extension", "remove", "--settle=30s"])

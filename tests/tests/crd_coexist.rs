@@ -6,6 +6,7 @@
 //!   `spec.onCompletion`, puts it back after every replay of kelos's CRD (readyz, an Event and a
 //!   metric say so), owns nothing of the CRD but the atomic `spec.versions`, and the chart's
 //!   post-delete hook command, run with exactly the hook's RBAC, takes it out again.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -14,7 +15,9 @@ use anyhow::{Context, Result, bail, ensure};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kelos_hooks_certs::{Ca, San, write_pair};
 use kelos_hooks_shared::crd::{on_completion_schema, v1alpha1_refusal_schema};
-use kelos_hooks_tests::admission_server::{admission_serve, probe, server_log, spawn_logged, wait_ready};
+use kelos_hooks_tests::admission_server::{
+    admission_serve, probe, server_log, spawn_logged, wait_ready,
+};
 use kelos_hooks_tests::impersonate::{client_from, write_impersonating_kubeconfig};
 use kelos_hooks_tests::kubectl::kubectl;
 use kelos_hooks_tests::{Cluster, bin, cluster, free_port, workspace_root};
@@ -53,7 +56,10 @@ fn cases() -> Vec<(&'static str, Value, &'static str, &'static str)> {
     vec![
         (
             "duplicate name",
-            json!([hook("a", url("https://h.example.com/1")), hook("a", url("https://h.example.com/2"))]),
+            json!([
+                hook("a", url("https://h.example.com/1")),
+                hook("a", url("https://h.example.com/2"))
+            ]),
             "spec.onCompletion.hooks[1].name: duplicate name \"a\", already used by hooks[0]; hook names must be unique",
             "spec.onCompletion.hooks[1].name: duplicate name \"a\", already used by hooks[0]; hook names must be unique",
         ),
@@ -119,14 +125,20 @@ fn cases() -> Vec<(&'static str, Value, &'static str, &'static str)> {
         ),
         (
             "unknown format",
-            json!([hook("a", json!({"url": "https://h.example.com/x", "format": "Teams"}))]),
+            json!([hook(
+                "a",
+                json!({"url": "https://h.example.com/x", "format": "Teams"})
+            )]),
             "spec.onCompletion.hooks[0].webhook.format: Invalid value: \"Teams\": unknown format; allowed: Generic, CloudEvents, Slack (default Generic)",
             "spec.onCompletion.hooks[0].webhook.format: unknown format \"Teams\"; allowed: Generic, CloudEvents, Slack (default Generic)",
         ),
         (
             "bad Secret name and key",
-            json!([hook("a", json!({"url": "https://h.example.com/x", "secretRef": {"name": "Bad_Name"},
-                                     "signingSecretRef": {"name": "s", "key": "..k"}}))]),
+            json!([hook(
+                "a",
+                json!({"url": "https://h.example.com/x", "secretRef": {"name": "Bad_Name"},
+                                     "signingSecretRef": {"name": "s", "key": "..k"}})
+            )]),
             "spec.onCompletion.hooks[0].webhook.secretRef.name: Invalid value: \"Bad_Name\": is not a valid Secret name",
             "spec.onCompletion.hooks[0].webhook.secretRef.name: \"Bad_Name\" is not a valid Secret name",
         ),
@@ -153,13 +165,24 @@ async fn cel_rules_answer_with_our_wording_when_no_webhook_runs() -> Result<()> 
     let mut wrong = Vec::new();
     for (i, (what, hooks, api_says, webhook_says)) in cases().into_iter().enumerate() {
         let manifest = spawner_with(&format!("bad-{i}"), hooks);
-        let out = kubectl(c, &["apply", "-n", &ns, "--dry-run=server", "-f", "-"], Some(&manifest)).await?;
+        let out = kubectl(
+            c,
+            &["apply", "-n", &ns, "--dry-run=server", "-f", "-"],
+            Some(&manifest),
+        )
+        .await?;
         if out.ok || !out.stderr.contains(api_says) {
-            wrong.push(format!("{what}: the API server said\n{}\n  expected: {api_says}", out.stderr));
+            wrong.push(format!(
+                "{what}: the API server said\n{}\n  expected: {api_says}",
+                out.stderr
+            ));
         }
         for leak in ["hunter2", "should match", "^https", "in body should"] {
             if out.stderr.contains(leak) {
-                wrong.push(format!("{what}: the API server's answer contains {leak:?}:\n{}", out.stderr));
+                wrong.push(format!(
+                    "{what}: the API server's answer contains {leak:?}:\n{}",
+                    out.stderr
+                ));
             }
         }
         let file = dir.path().join(format!("{i}.yaml"));
@@ -172,7 +195,9 @@ async fn cel_rules_answer_with_our_wording_when_no_webhook_runs() -> Result<()> 
             .await?;
         let said = String::from_utf8_lossy(&offline.stderr);
         if offline.status.success() || !said.contains(webhook_says) {
-            wrong.push(format!("{what}: the webhook's rules said\n{said}\n  expected: {webhook_says}"));
+            wrong.push(format!(
+                "{what}: the webhook's rules said\n{said}\n  expected: {webhook_says}"
+            ));
         }
     }
     ensure!(wrong.is_empty(), "{}", wrong.join("\n\n"));
@@ -185,7 +210,12 @@ async fn cel_rules_answer_with_our_wording_when_no_webhook_runs() -> Result<()> 
             "secretRef": {"name": "team.headers"}, "signingSecretRef": {"name": "s", "key": "secret_1"}}},
                {"name": "b", "webhook": {"url": "https://[2001:db8::1]/x"}}]),
     );
-    let out = kubectl(c, &["apply", "-n", &ns, "--dry-run=server", "-f", "-"], Some(&good)).await?;
+    let out = kubectl(
+        c,
+        &["apply", "-n", &ns, "--dry-run=server", "-f", "-"],
+        Some(&good),
+    )
+    .await?;
     ensure!(out.ok, "a valid TaskSpawner was refused: {}", out.stderr);
     Ok(())
 }
@@ -199,8 +229,12 @@ fn kelos_crd() -> Result<Value> {
     let path = workspace_root().join(
         "../shared/kelos-src/internal/manifests/charts/kelos/charts/kelos-crds/templates/taskspawner-crd.yaml",
     );
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("{}: the kelos source snapshot must be there", path.display()))?;
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "{}: the kelos source snapshot must be there",
+            path.display()
+        )
+    })?;
     let plain: String = text
         .lines()
         .filter(|l| !l.contains("{{"))
@@ -211,9 +245,13 @@ fn kelos_crd() -> Result<Value> {
 
 /// A forced server-side apply under kelos's field manager, as `kelos install` does.
 async fn apply_as_kelos(api: &Api<CustomResourceDefinition>, crd: &Value) -> Result<()> {
-    api.patch(CRD, &PatchParams::apply("kelos").force(), &Patch::Apply(crd))
-        .await
-        .context("applying kelos's CRD as kelos does")?;
+    api.patch(
+        CRD,
+        &PatchParams::apply("kelos").force(),
+        &Patch::Apply(crd),
+    )
+    .await
+    .context("applying kelos's CRD as kelos does")?;
     let established = await_condition(api.clone(), CRD, conditions::is_crd_established());
     tokio::time::timeout(Duration::from_secs(30), established).await??;
     Ok(())
@@ -225,7 +263,10 @@ fn on_completion(crd: &Value, version: &str) -> Value {
         .into_iter()
         .flatten()
         .find(|v| v["name"] == version)
-        .map(|v| v["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["onCompletion"].clone())
+        .map(|v| {
+            v["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["onCompletion"]
+                .clone()
+        })
         .unwrap_or(Value::Null)
 }
 
@@ -266,11 +307,21 @@ impl Server {
         let dir = tempfile::tempdir()?;
         let day = Duration::from_secs(86400);
         let ca = Ca::generate("crd-coexist", day)?;
-        let issued = ca.issue_server("admission", &[San::Ip(std::net::Ipv4Addr::LOCALHOST.into())], day)?;
+        let issued = ca.issue_server(
+            "admission",
+            &[San::Ip(std::net::Ipv4Addr::LOCALHOST.into())],
+            day,
+        )?;
         write_pair(dir.path(), "tls", &issued)?;
         let probe_port = free_port();
         let mut cmd = admission_serve(c, free_port(), probe_port, dir.path());
-        cmd.args(["--extend-kelos-crd", "--shutdown-delay", "0s", "--drain-timeout", "1s"]);
+        cmd.args([
+            "--extend-kelos-crd",
+            "--shutdown-delay",
+            "0s",
+            "--drain-timeout",
+            "1s",
+        ]);
         let mut child = Some(spawn_logged(cmd, dir.path())?);
         let log_dir = dir.path().to_owned();
         wait_ready(&mut child, probe_port, || server_log(&log_dir)).await?;
@@ -311,7 +362,12 @@ impl Server {
 
 /// Reasons and notes of the Events about the CRD.
 async fn crd_events(c: &Cluster) -> Result<Vec<(String, String)>> {
-    let out = kubectl(c, &["get", "events.events.k8s.io", "-A", "-o", "json"], None).await?;
+    let out = kubectl(
+        c,
+        &["get", "events.events.k8s.io", "-A", "-o", "json"],
+        None,
+    )
+    .await?;
     ensure!(out.ok, "{}", out.stderr);
     let list: Value = serde_json::from_str(&out.stdout)?;
     Ok(list["items"]
@@ -338,10 +394,16 @@ fn manager<'a>(crd: &'a Value, name: &str) -> Option<&'a Value> {
 /// The chart's post-delete hook objects (ServiceAccount, ClusterRole, ClusterRoleBinding) applied
 /// in `ns`, and a kubeconfig acting as that ServiceAccount.
 async fn hook_identity(c: &Cluster, ns: &str, dir: &Path) -> Result<std::path::PathBuf> {
-    let mut helm = tokio::process::Command::from(kelos_hooks_tests::helm::helm_command(c, "crd-coexist"));
+    let mut helm =
+        tokio::process::Command::from(kelos_hooks_tests::helm::helm_command(c, "crd-coexist"));
     helm.args(["template", "kh"])
         .arg(workspace_root().join("charts/kelos-hooks"))
-        .args(["--namespace", ns, "--show-only", "templates/crd-extension-remove.yaml"]);
+        .args([
+            "--namespace",
+            ns,
+            "--show-only",
+            "templates/crd-extension-remove.yaml",
+        ]);
     let rendered = kelos_hooks_tests::helm::run(helm, "helm template (hook)").await?;
     let rbac: Vec<String> = rendered
         .split("\n---")
@@ -351,7 +413,12 @@ async fn hook_identity(c: &Cluster, ns: &str, dir: &Path) -> Result<std::path::P
     let out = kubectl(c, &["apply", "-f", "-"], Some(&rbac.join("\n---\n"))).await?;
     ensure!(out.ok, "applying the hook's RBAC: {}", out.stderr);
     let kubeconfig = dir.join("hook.kubeconfig");
-    write_impersonating_kubeconfig(c.kubeconfig(), ns, "kh-kelos-hooks-crd-extension-remove", &kubeconfig)?;
+    write_impersonating_kubeconfig(
+        c.kubeconfig(),
+        ns,
+        "kh-kelos-hooks-crd-extension-remove",
+        &kubeconfig,
+    )?;
     Ok(kubeconfig)
 }
 
@@ -364,22 +431,35 @@ async fn kelos_crd_is_extended_restored_after_each_replay_and_cleaned_on_uninsta
     let kelos = kelos_crd()?;
     apply_as_kelos(&api, &kelos).await?;
     let pristine = crd_json(&api).await?;
-    ensure!(on_completion(&pristine, "v1alpha2").is_null(), "kelos's CRD already declares onCompletion");
+    ensure!(
+        on_completion(&pristine, "v1alpha2").is_null(),
+        "kelos's CRD already declares onCompletion"
+    );
 
     let mut server = Server::start(&c).await?;
     let ours = on_completion_schema();
-    let extended = wait_crd(&api, "spec.onCompletion not added", || server.log(), |crd| {
-        on_completion(crd, "v1alpha2") == ours && on_completion(crd, "v1alpha1") == v1alpha1_refusal_schema()
-    })
+    let extended = wait_crd(
+        &api,
+        "spec.onCompletion not added",
+        || server.log(),
+        |crd| {
+            on_completion(crd, "v1alpha2") == ours
+                && on_completion(crd, "v1alpha1") == v1alpha1_refusal_schema()
+        },
+    )
     .await?;
     // Ownership: ours is spec.versions alone (an atomic list moves whole to whoever writes it);
     // kelos keeps the rest of its CRD.
-    let mine = manager(&extended, "kelos-hooks-admission").context("no managedFields entry of ours")?;
+    let mine =
+        manager(&extended, "kelos-hooks-admission").context("no managedFields entry of ours")?;
     assert_eq!(mine["operation"], "Update");
     assert_eq!(mine["fieldsV1"], json!({"f:spec": {"f:versions": {}}}));
     let theirs = manager(&extended, "kelos").context("kelos's entry is gone")?;
     for field in ["f:group", "f:names", "f:conversion", "f:scope"] {
-        assert!(theirs["fieldsV1"]["f:spec"][field].is_object(), "kelos lost {field}: {theirs}");
+        assert!(
+            theirs["fieldsV1"]["f:spec"][field].is_object(),
+            "kelos lost {field}: {theirs}"
+        );
     }
     // Everything of kelos's schema is untouched.
     let mut without = extended.clone();
@@ -395,55 +475,106 @@ async fn kelos_crd_is_extended_restored_after_each_replay_and_cleaned_on_uninsta
     assert_eq!(readyz.0, 200, "{}", readyz.1);
     assert!(readyz.1.contains("restored"), "{}", readyz.1);
     assert_eq!(
-        server.metric("kelos_hooks_crd_extension_patches_total{action=\"restored\"}").await?,
+        server
+            .metric("kelos_hooks_crd_extension_patches_total{action=\"restored\"}")
+            .await?,
         "kelos_hooks_crd_extension_patches_total{action=\"restored\"} 1"
     );
-    assert_eq!(server.metric("kelos_hooks_crd_problem ").await?, "kelos_hooks_crd_problem 0");
+    assert_eq!(
+        server.metric("kelos_hooks_crd_problem ").await?,
+        "kelos_hooks_crd_problem 0"
+    );
 
     // Hooks are kept now, and a v1alpha1 write of them is refused with a message saying why.
     let ns = c.namespace("crd-ext").await?;
-    let stored = spawner_with("s", json!([hook("a", json!({"url": "https://h.example.com/x"}))]));
+    let stored = spawner_with(
+        "s",
+        json!([hook("a", json!({"url": "https://h.example.com/x"}))]),
+    );
     let out = kubectl(&c, &["apply", "-n", &ns, "-f", "-"], Some(&stored)).await?;
     ensure!(out.ok, "{}", out.stderr);
-    let v1 = stored.replace("kelos.dev/v1alpha2", "kelos.dev/v1alpha1").replace("\"s\"", "\"s1\"");
+    let v1 = stored
+        .replace("kelos.dev/v1alpha2", "kelos.dev/v1alpha1")
+        .replace("\"s\"", "\"s1\"");
     let out = kubectl(&c, &["apply", "-n", &ns, "-f", "-"], Some(&v1)).await?;
     ensure!(
-        !out.ok && out.stderr.contains("spec.onCompletion: Forbidden: kelos.dev/v1alpha1 cannot carry spec.onCompletion"),
+        !out.ok
+            && out.stderr.contains(
+                "spec.onCompletion: Forbidden: kelos.dev/v1alpha1 cannot carry spec.onCompletion"
+            ),
         "{}",
         out.stderr
     );
 
     // kelos re-applies its CRD (an install or upgrade): the property is gone, then back.
-    let restores_before = crd_events(&c).await?.iter().filter(|e| e.0 == "OnCompletionRestored").count();
+    let restores_before = crd_events(&c)
+        .await?
+        .iter()
+        .filter(|e| e.0 == "OnCompletionRestored")
+        .count();
     assert!(restores_before >= 1, "{:?}", crd_events(&c).await?);
     apply_as_kelos(&api, &kelos).await?;
-    wait_crd(&api, "spec.onCompletion not restored after kelos's replay", || server.log(), |crd| {
-        on_completion(crd, "v1alpha2") == ours
-    })
+    wait_crd(
+        &api,
+        "spec.onCompletion not restored after kelos's replay",
+        || server.log(),
+        |crd| on_completion(crd, "v1alpha2") == ours,
+    )
     .await?;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while server.metric("kelos_hooks_crd_extension_patches_total{action=\"restored\"}").await?
+    while server
+        .metric("kelos_hooks_crd_extension_patches_total{action=\"restored\"}")
+        .await?
         != "kelos_hooks_crd_extension_patches_total{action=\"restored\"} 2"
     {
-        ensure!(Instant::now() < deadline, "restore not counted:\n{}", server.log());
+        ensure!(
+            Instant::now() < deadline,
+            "restore not counted:\n{}",
+            server.log()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let events = crd_events(&c).await?;
     assert!(
-        events.iter().any(|(reason, note)| reason == "OnCompletionRestored"
-            && note.contains("spec.versions last written by kelos (Apply)")),
+        events
+            .iter()
+            .any(|(reason, note)| reason == "OnCompletionRestored"
+                && note.contains("spec.versions last written by kelos (Apply)")),
         "{events:?}"
     );
-    let spawner = kubectl(&c, &["get", "taskspawners.v1alpha2.kelos.dev", "s", "-n", &ns, "-o", "json"], None).await?;
+    let spawner = kubectl(
+        &c,
+        &[
+            "get",
+            "taskspawners.v1alpha2.kelos.dev",
+            "s",
+            "-n",
+            &ns,
+            "-o",
+            "json",
+        ],
+        None,
+    )
+    .await?;
     let spawner: Value = serde_json::from_str(&spawner.stdout)?;
-    assert_eq!(spawner["spec"]["onCompletion"]["hooks"][0]["name"], "a", "{spawner}");
+    assert_eq!(
+        spawner["spec"]["onCompletion"]["hooks"][0]["name"], "a",
+        "{spawner}"
+    );
     // No patch loop: the restored schema stays as it is.
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
-        server.metric("kelos_hooks_crd_extension_patches_total{action=\"restored\"}").await?,
+        server
+            .metric("kelos_hooks_crd_extension_patches_total{action=\"restored\"}")
+            .await?,
         "kelos_hooks_crd_extension_patches_total{action=\"restored\"} 2"
     );
-    assert_eq!(server.metric("kelos_hooks_crd_extension_patches_total{action=\"updated\"}").await?, "");
+    assert_eq!(
+        server
+            .metric("kelos_hooks_crd_extension_patches_total{action=\"updated\"}")
+            .await?,
+        ""
+    );
 
     // Uninstall: the server stops, then the post-delete hook's command, as the hook's
     // ServiceAccount with the chart's RBAC for it, takes our schema and our ownership out.
@@ -462,9 +593,15 @@ async fn kelos_crd_is_extended_restored_after_each_replay_and_cleaned_on_uninsta
         String::from_utf8_lossy(&out.stderr)
     );
     let after = crd_json(&api).await?;
-    assert!(on_completion(&after, "v1alpha2").is_null() && on_completion(&after, "v1alpha1").is_null());
+    assert!(
+        on_completion(&after, "v1alpha2").is_null() && on_completion(&after, "v1alpha1").is_null()
+    );
     assert_eq!(after["spec"]["versions"], pristine["spec"]["versions"]);
-    assert!(manager(&after, "kelos-hooks-admission").is_none(), "{}", after["metadata"]["managedFields"]);
+    assert!(
+        manager(&after, "kelos-hooks-admission").is_none(),
+        "{}",
+        after["metadata"]["managedFields"]
+    );
     // The hook's identity can do nothing else with CRDs.
     let as_hook: Api<CustomResourceDefinition> = Api::all(client_from(&kubeconfig).await?);
     match as_hook.list(&Default::default()).await {
