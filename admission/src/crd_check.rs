@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kelos_hooks_shared::crd_check::{CRD_NAME, Follower, KELOS_REPORTER_NOTE, Verdict};
+use kelos_hooks_shared::crd_check::{CRD_NAME, Follower, KELOS_REPORTER_NOTE, Step, Verdict};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
@@ -128,16 +128,11 @@ pub async fn run(
     let mut retry = false;
     loop {
         let seen = tokio::select! {
-            event = stream.next() => match event {
-                None => return,
-                Some(Ok(event)) => match follower.event(event) {
-                    Some(seen) => seen,
-                    None => continue,
-                },
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "cannot watch CRD {CRD_NAME}; keeping the last verdict, retrying");
-                    continue;
-                }
+            item = stream.next() => match follower.step(item) {
+                Step::Seen(seen) => seen.map(|crd| *crd),
+                Step::Wait => continue,
+                Step::Failed(why) => { tracing::warn!("{why}"); continue }
+                Step::End => return,
             },
             _ = tokio::time::sleep(RETRY), if retry => match api.get_opt(CRD_NAME).await {
                 Ok(seen) => seen,

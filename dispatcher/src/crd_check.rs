@@ -8,7 +8,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kelos_hooks_shared::crd_check::{CRD_NAME, Follower, KELOS_REPORTER_NOTE, Verdict};
+use kelos_hooks_shared::crd_check::{CRD_NAME, Follower, KELOS_REPORTER_NOTE, Step, Verdict};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
@@ -81,20 +81,18 @@ pub async fn run(
     futures::pin_mut!(stream);
     let mut follower = Follower::default();
     loop {
-        let event = tokio::select! {
+        let item = tokio::select! {
             _ = stop.cancelled() => return,
-            event = stream.next() => event,
+            item = stream.next() => item,
         };
-        let seen = match event {
-            None => return,
-            Some(Ok(event)) => match follower.event(event) {
-                Some(seen) => seen,
-                None => continue,
-            },
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "cannot watch CRD {CRD_NAME}; keeping the last verdict, retrying");
+        let seen = match follower.step(item) {
+            Step::Seen(seen) => seen.map(|crd| *crd),
+            Step::Failed(why) => {
+                tracing::warn!("{why}");
                 continue;
             }
+            Step::Wait => continue,
+            Step::End => return,
         };
         if let Some(verdict) = follower.judge(seen.as_ref()) {
             report(&verdict, seen.is_some(), &health, &metrics, &events).await;

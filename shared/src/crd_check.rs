@@ -175,7 +175,34 @@ pub struct Follower {
     seen_in_relist: bool,
 }
 
+/// What one item of the watch stream means.
+#[derive(Debug)]
+pub enum Step {
+    /// The installed CRD (`None`: not installed): judge it.
+    Seen(Option<Box<CustomResourceDefinition>>),
+    /// Nothing to judge yet (a relist began).
+    Wait,
+    /// The watch failed (it retries with backoff): keep the last verdict, log this.
+    Failed(String),
+    /// The stream ended.
+    End,
+}
+
 impl Follower {
+    /// What the next item of the watch stream (`None`: ended) means.
+    pub fn step(
+        &mut self,
+        item: Option<Result<watcher::Event<CustomResourceDefinition>, watcher::Error>>,
+    ) -> Step {
+        match item {
+            None => Step::End,
+            Some(Err(e)) => Step::Failed(format!("cannot watch CRD {CRD_NAME} (retrying): {e}")),
+            Some(Ok(event)) => self
+                .event(event)
+                .map_or(Step::Wait, |seen| Step::Seen(seen.map(Box::new))),
+        }
+    }
+
     /// The installed CRD after `event` (`Some(None)`: not installed), or `None` when the event
     /// says nothing yet (the start of a relist).
     pub fn event(
