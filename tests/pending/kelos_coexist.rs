@@ -1,8 +1,7 @@
-// PENDING: needs the kelos harness (`kelos_hooks_tests::kelos`, branch kelos-harness), not on main
-// yet. When it lands: move this file to tests/tests/, and make `AddOn::start` run the admission
-// server with `--extend-kelos-crd` instead of the harness's temporary SSA extension
-// (tests/src/kelos/crd_extension.rs, to delete). Run against the harness's working copy on
-// 2026-12-02 with those two changes: 5 passed (163 s).
+// PENDING: needs the kelos harness (`kelos_hooks_tests::kelos`, branch kelos-harness at 1619784),
+// not on main yet. When it lands: move this file to tests/tests/ and delete the harness's
+// temporary SSA extension (tests/src/kelos/crd_extension.rs and its one call in AddOn::start_with);
+// these tests pass `--extend-kelos-crd` themselves.
 //! Hooks survive real kelos (`kelos_hooks_tests::kelos`: kelos's chart, kelos-controller as its
 //! own ServiceAccount, kelos's conversion webhook), with our admission server extending kelos's
 //! TaskSpawner CRD (`--extend-kelos-crd`) and our webhooks registered for the test's namespace:
@@ -21,16 +20,17 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail, ensure};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kelos_hooks_tests::admission_server::probe;
-use kelos_hooks_tests::kelos::{AddOn, Kelos, controller_user, install, kelos};
+use kelos_hooks_tests::kelos::{
+    AddOn, Kelos, SPAWNER_FINALIZER, controller_user, cron_spawner, install, kelos, spawner_api,
+};
 use kelos_hooks_tests::kubectl::kubectl;
 use kelos_hooks_tests::receiver::Receiver;
-use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::api::{Api, Patch, PatchParams};
+use kube::core::DynamicObject;
 use serde_json::{Value, json};
 use tokio::sync::RwLock;
 
 const WAIT: Duration = Duration::from_secs(60);
-const SPAWNER_FINALIZER: &str = "kelos.dev/taskspawner-finalizer";
 const RESTORED: &str = "kelos_hooks_taskspawner_hooks_kept_total{action=\"restored\"}";
 const REFUSED: &str = "kelos_hooks_taskspawner_hooks_kept_total{action=\"refused\"}";
 
@@ -39,36 +39,9 @@ const REFUSED: &str = "kelos_hooks_taskspawner_hooks_kept_total{action=\"refused
 /// others for reading.
 static CRD_SCHEMA: RwLock<()> = RwLock::const_new(());
 
-fn spawners(client: kube::Client, ns: &str) -> Api<DynamicObject> {
-    let gvk = GroupVersionKind::gvk("kelos.dev", "v1alpha2", "TaskSpawner");
-    Api::namespaced_with(client, ns, &ApiResource::from_gvk(&gvk))
-}
-
 fn hooks(tag: &str) -> Value {
     json!({"hooks": [{"name": "notify", "phases": ["Succeeded"],
                       "webhook": {"url": format!("https://hooks.example.com/{tag}")}}]})
-}
-
-/// A cron TaskSpawner as a user writes it for kelos v1alpha2, optionally with kelos's finalizer.
-fn spawner(name: &str, on_completion: Option<&Value>, finalizer: bool) -> DynamicObject {
-    let mut s = json!({
-        "apiVersion": "kelos.dev/v1alpha2", "kind": "TaskSpawner",
-        "metadata": {"name": name},
-        "spec": {
-            "when": {"cron": {"schedule": "0 3 * * *"}},
-            "taskTemplate": {
-                "worker": {"type": "claude-code", "credentials": {"type": "none"}},
-                "promptTemplate": "Check the dependencies.",
-            },
-        },
-    });
-    if let Some(oc) = on_completion {
-        s["spec"]["onCompletion"] = oc.clone();
-    }
-    if finalizer {
-        s["metadata"]["finalizers"] = json!([SPAWNER_FINALIZER]);
-    }
-    serde_json::from_value(s).unwrap()
 }
 
 /// Polls TaskSpawner `ns/name` until `done` holds; fails after [`WAIT`] with kelos's log.
@@ -79,7 +52,7 @@ async fn wait_spawner(
     what: &str,
     done: impl Fn(&DynamicObject) -> bool,
 ) -> Result<DynamicObject> {
-    let api = spawners(k.cluster().client().await?, ns);
+    let api = spawner_api(k.cluster().client().await?, ns);
     let deadline = Instant::now() + WAIT;
     loop {
         let s = api.get(name).await?;
@@ -121,7 +94,7 @@ async fn metric(addon: &AddOn, series: &str) -> Result<u64> {
 async fn setup(k: &Kelos, prefix: &str) -> Result<(String, Receiver, AddOn)> {
     let ns = k.namespace(prefix).await?;
     let rx = Receiver::start().await?;
-    let addon = AddOn::start(k, &ns, rx.ca_file()).await?;
+    let addon = AddOn::start_with(k, &ns, rx.ca_file(), &["--extend-kelos-crd"]).await?;
     Ok((ns, rx, addon))
 }
 
@@ -130,10 +103,9 @@ async fn kelos_finalizer_update_keeps_the_hooks() -> Result<()> {
     let _schema = CRD_SCHEMA.read().await;
     let k = kelos().await?;
     let (ns, _rx, addon) = setup(k, "coexist-finalizer").await?;
-    let api = spawners(k.cluster().client().await?, &ns);
+    let api = spawner_api(k.cluster().client().await?, &ns);
     let on_completion = hooks("finalizer");
-    api.create(&PostParams::default(), &spawner("nightly", Some(&on_completion), false))
-        .await?;
+    k.create_spawner(&ns, &cron_spawner("nightly", &on_completion, 0, false)).await?;
     let s = wait_spawner(k, &ns, "nightly", "kelos's finalizer", reconciled).await?;
     assert_eq!(
         s.data["spec"]["onCompletion"], on_completion,
@@ -164,21 +136,17 @@ async fn a_spawner_created_with_the_finalizer_needs_no_restore_and_survives_a_re
     let _schema = CRD_SCHEMA.read().await;
     let k = kelos().await?;
     let (ns, _rx, addon) = setup(k, "coexist-restart").await?;
-    let api = spawners(k.cluster().client().await?, &ns);
+    let api = spawner_api(k.cluster().client().await?, &ns);
     let on_completion = hooks("restart");
-    api.create(&PostParams::default(), &spawner("with-finalizer", Some(&on_completion), true))
-        .await?;
-    api.create(&PostParams::default(), &spawner("without", Some(&on_completion), false))
-        .await?;
+    k.create_spawner(&ns, &cron_spawner("with-finalizer", &on_completion, 0, true)).await?;
+    k.create_spawner(&ns, &cron_spawner("without", &on_completion, 0, false)).await?;
     let s = wait_spawner(k, &ns, "with-finalizer", "kelos's reconcile", reconciled).await?;
     assert_eq!(s.data["spec"]["onCompletion"], on_completion);
     wait_spawner(k, &ns, "without", "kelos's reconcile", reconciled).await?;
 
     // kelos-controller restarts: it reconciles every spawner again from scratch.
     k.restart_controller().await?;
-    let created = api
-        .create(&PostParams::default(), &spawner("after-restart", Some(&on_completion), false))
-        .await?;
+    let created = k.create_spawner(&ns, &cron_spawner("after-restart", &on_completion, 0, false)).await?;
     ensure!(created.data["spec"]["onCompletion"] == on_completion);
     wait_spawner(k, &ns, "after-restart", "kelos's reconcile after its restart", reconciled).await?;
     for name in ["with-finalizer", "without", "after-restart"] {
@@ -194,12 +162,10 @@ async fn v1alpha1_writes_never_lose_hooks() -> Result<()> {
     let _schema = CRD_SCHEMA.read().await;
     let k = kelos().await?;
     let (ns, _rx, addon) = setup(k, "coexist-v1alpha1").await?;
-    let api = spawners(k.cluster().client().await?, &ns);
+    let api = spawner_api(k.cluster().client().await?, &ns);
     let on_completion = hooks("v1alpha1");
-    api.create(&PostParams::default(), &spawner("hooked", Some(&on_completion), true))
-        .await?;
-    api.create(&PostParams::default(), &spawner("plain", None, true))
-        .await?;
+    k.create_spawner(&ns, &cron_spawner("hooked", &on_completion, 0, true)).await?;
+    k.create_spawner(&ns, &cron_spawner("plain", &Value::Null, 0, true)).await?;
     let c = k.cluster();
 
     // A label written through v1alpha1 would store the spawner converted by kelos, hooks gone.
@@ -241,11 +207,10 @@ async fn a_users_v1alpha2_edit_or_removal_is_obeyed() -> Result<()> {
     let _schema = CRD_SCHEMA.read().await;
     let k = kelos().await?;
     let (ns, _rx, _addon) = setup(k, "coexist-user").await?;
-    let api = spawners(k.cluster().client().await?, &ns);
-    api.create(&PostParams::default(), &spawner("edited", Some(&hooks("one")), false))
-        .await?;
-    api.create(&PostParams::default(), &spawner("removed", Some(&hooks("one")), false))
-        .await?;
+    let api = spawner_api(k.cluster().client().await?, &ns);
+    for name in ["edited", "removed"] {
+        k.create_spawner(&ns, &cron_spawner(name, &hooks("one"), 0, false)).await?;
+    }
     for name in ["edited", "removed"] {
         wait_spawner(k, &ns, name, "kelos's reconcile", reconciled).await?;
     }
@@ -303,10 +268,9 @@ async fn kelos_reapplying_its_crd_is_undone() -> Result<()> {
         let _schema = CRD_SCHEMA.read().await;
         setup(k, "coexist-replay").await?
     };
-    let spawner_api = spawners(k.cluster().client().await?, &ns);
+    let spawners = spawner_api(k.cluster().client().await?, &ns);
     let on_completion = hooks("replay");
-    spawner_api
-        .create(&PostParams::default(), &spawner("kept", Some(&on_completion), true))
+    k.create_spawner(&ns, &cron_spawner("kept", &on_completion, 0, true))
         .await?;
 
     let _schema = CRD_SCHEMA.write().await;
@@ -336,7 +300,7 @@ async fn kelos_reapplying_its_crd_is_undone() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Stored hooks are served again; the spawner never changed.
-    let kept = spawner_api.get("kept").await?;
+    let kept = spawners.get("kept").await?;
     assert_eq!(kept.data["spec"]["onCompletion"], on_completion);
     let (code, readyz) = probe(addon.admission_probe_port(), "/readyz").await?;
     ensure!(code == 200, "{readyz}");
