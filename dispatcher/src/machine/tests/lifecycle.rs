@@ -256,13 +256,20 @@ fn a_snapshot_in_kelos_format_is_left_to_kelos_reporter() {
         kelos.into(),
     ));
     let n = note(&e, reason::LEFT_TO_KELOS, "");
-    assert!(!n.warning && n.message.contains("kelos's onCompletion reporter"), "{n:?}");
     assert!(
-        e.iter().any(|x| matches!(x, Effect::Metric(Metric::LeftToKelos))),
+        !n.warning && n.message.contains("kelos's onCompletion reporter"),
+        "{n:?}"
+    );
+    assert!(
+        e.iter()
+            .any(|x| matches!(x, Effect::Metric(Metric::LeftToKelos))),
         "{e:?}"
     );
     assert!(attempts(&e).is_empty(), "never sent twice");
-    assert!(!e.iter().any(|x| matches!(x, Effect::Record(_))), "nothing recorded: {e:?}");
+    assert!(
+        !e.iter().any(|x| matches!(x, Effect::Record(_))),
+        "nothing recorded: {e:?}"
+    );
     assert_eq!(run.m.tracked(), 0);
 }
 

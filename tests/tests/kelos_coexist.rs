@@ -1,9 +1,3 @@
-// PENDING: needs the kelos harness (`kelos_hooks_tests::kelos`, branch kelos-harness at 1619784),
-// not on main yet. When it lands: move this file to tests/tests/, delete the harness's temporary
-// SSA extension (tests/src/kelos/crd_extension.rs and its one call in AddOn::start_with) and let
-// AddOn run the admission server with `--extend-kelos-crd`, as the chart does. Run so (harness
-// 1619784 merged, those changes made) on 2026-12-02: 5 passed in 37 s; the harness's own
-// tests/tests/kelos.rs (a) and (b) passed too, (c) still fails on the Task UPDATE webhook.
 //! Hooks survive real kelos (`kelos_hooks_tests::kelos`: kelos's chart, kelos-controller as its
 //! own ServiceAccount, kelos's conversion webhook), with our admission server extending kelos's
 //! TaskSpawner CRD (`--extend-kelos-crd`) and our webhooks registered for the test's namespace:
@@ -81,7 +75,10 @@ fn has_finalizer(s: &DynamicObject) -> bool {
 
 /// kelos has reconciled the cron spawner: it points at the CronJob it made.
 fn reconciled(s: &DynamicObject) -> bool {
-    has_finalizer(s) && s.data["status"]["cronJobName"].as_str().is_some_and(|n| !n.is_empty())
+    has_finalizer(s)
+        && s.data["status"]["cronJobName"]
+            .as_str()
+            .is_some_and(|n| !n.is_empty())
 }
 
 async fn metric(addon: &AddOn, series: &str) -> Result<u64> {
@@ -106,19 +103,22 @@ async fn kelos_finalizer_update_keeps_the_hooks() -> Result<()> {
     let k = kelos().await?;
     let (ns, _rx, addon) = setup(k, "coexist-finalizer").await?;
     let on_completion = hooks("finalizer");
-    k.create_spawner(&ns, &cron_spawner("nightly", &on_completion, 0, false)).await?;
+    k.create_spawner(&ns, &cron_spawner("nightly", &on_completion, 0, false))
+        .await?;
     let s = wait_spawner(k, &ns, "nightly", "kelos's finalizer", reconciled).await?;
     assert_eq!(
         s.data["spec"]["onCompletion"], on_completion,
         "kelos-controller's finalizer Update removed the hooks"
     );
-    let kelos_wrote = s
-        .metadata
-        .managed_fields
-        .iter()
-        .flatten()
-        .any(|m| m.manager.as_deref().is_some_and(|n| n.contains("kelos")) && m.operation.as_deref() == Some("Update"));
-    ensure!(kelos_wrote, "no Update by kelos in managedFields: {:?}", s.metadata.managed_fields);
+    let kelos_wrote = s.metadata.managed_fields.iter().flatten().any(|m| {
+        m.manager.as_deref().is_some_and(|n| n.contains("kelos"))
+            && m.operation.as_deref() == Some("Update")
+    });
+    ensure!(
+        kelos_wrote,
+        "no Update by kelos in managedFields: {:?}",
+        s.metadata.managed_fields
+    );
     ensure!(
         metric(&addon, RESTORED).await? >= 1,
         "our webhook restored nothing: kelos's Update never lacked the field?\n{}",
@@ -133,28 +133,53 @@ async fn kelos_finalizer_update_keeps_the_hooks() -> Result<()> {
 }
 
 #[tokio::test]
-async fn a_spawner_created_with_the_finalizer_needs_no_restore_and_survives_a_restart() -> Result<()> {
+async fn a_spawner_created_with_the_finalizer_needs_no_restore_and_survives_a_restart() -> Result<()>
+{
     let _schema = CRD_SCHEMA.read().await;
     let k = kelos().await?;
     let (ns, _rx, addon) = setup(k, "coexist-restart").await?;
     let api = spawner_api(k.cluster().client().await?, &ns);
     let on_completion = hooks("restart");
-    k.create_spawner(&ns, &cron_spawner("with-finalizer", &on_completion, 0, true)).await?;
-    k.create_spawner(&ns, &cron_spawner("without", &on_completion, 0, false)).await?;
+    k.create_spawner(
+        &ns,
+        &cron_spawner("with-finalizer", &on_completion, 0, true),
+    )
+    .await?;
+    k.create_spawner(&ns, &cron_spawner("without", &on_completion, 0, false))
+        .await?;
     let s = wait_spawner(k, &ns, "with-finalizer", "kelos's reconcile", reconciled).await?;
     assert_eq!(s.data["spec"]["onCompletion"], on_completion);
     wait_spawner(k, &ns, "without", "kelos's reconcile", reconciled).await?;
 
     // kelos-controller restarts: it reconciles every spawner again from scratch.
     k.restart_controller().await?;
-    let created = k.create_spawner(&ns, &cron_spawner("after-restart", &on_completion, 0, false)).await?;
+    let created = k
+        .create_spawner(
+            &ns,
+            &cron_spawner("after-restart", &on_completion, 0, false),
+        )
+        .await?;
     ensure!(created.data["spec"]["onCompletion"] == on_completion);
-    wait_spawner(k, &ns, "after-restart", "kelos's reconcile after its restart", reconciled).await?;
+    wait_spawner(
+        k,
+        &ns,
+        "after-restart",
+        "kelos's reconcile after its restart",
+        reconciled,
+    )
+    .await?;
     for name in ["with-finalizer", "without", "after-restart"] {
         let s = api.get(name).await?;
-        assert_eq!(s.data["spec"]["onCompletion"], on_completion, "{name} after kelos's restart");
+        assert_eq!(
+            s.data["spec"]["onCompletion"], on_completion,
+            "{name} after kelos's restart"
+        );
     }
-    ensure!(metric(&addon, RESTORED).await? >= 2, "{}", addon.admission_log());
+    ensure!(
+        metric(&addon, RESTORED).await? >= 2,
+        "{}",
+        addon.admission_log()
+    );
     Ok(())
 }
 
@@ -165,26 +190,71 @@ async fn v1alpha1_writes_never_lose_hooks() -> Result<()> {
     let (ns, _rx, addon) = setup(k, "coexist-v1alpha1").await?;
     let api = spawner_api(k.cluster().client().await?, &ns);
     let on_completion = hooks("v1alpha1");
-    k.create_spawner(&ns, &cron_spawner("hooked", &on_completion, 0, true)).await?;
-    k.create_spawner(&ns, &cron_spawner("plain", &Value::Null, 0, true)).await?;
+    k.create_spawner(&ns, &cron_spawner("hooked", &on_completion, 0, true))
+        .await?;
+    k.create_spawner(&ns, &cron_spawner("plain", &Value::Null, 0, true))
+        .await?;
     let c = k.cluster();
 
     // A label written through v1alpha1 would store the spawner converted by kelos, hooks gone.
-    let out = kubectl(c, &["label", "-n", &ns, "taskspawners.v1alpha1.kelos.dev/hooked", "team=a"], None).await?;
+    let out = kubectl(
+        c,
+        &[
+            "label",
+            "-n",
+            &ns,
+            "taskspawners.v1alpha1.kelos.dev/hooked",
+            "team=a",
+        ],
+        None,
+    )
+    .await?;
     ensure!(
-        !out.ok && out.stderr.contains("kelos.dev/v1alpha1 cannot carry")
-            && out.stderr.contains("taskspawners.v1alpha2.kelos.dev/hooked"),
+        !out.ok
+            && out.stderr.contains("kelos.dev/v1alpha1 cannot carry")
+            && out
+                .stderr
+                .contains("taskspawners.v1alpha2.kelos.dev/hooked"),
         "v1alpha1 label on a spawner with hooks: {}{}",
         out.stdout,
         out.stderr
     );
-    assert_eq!(api.get("hooked").await?.data["spec"]["onCompletion"], on_completion);
+    assert_eq!(
+        api.get("hooked").await?.data["spec"]["onCompletion"],
+        on_completion
+    );
     ensure!(metric(&addon, REFUSED).await? >= 1);
     // Through v1alpha2 the same edit passes; a spawner without hooks takes v1alpha1 writes.
-    let out = kubectl(c, &["label", "-n", &ns, "taskspawners.v1alpha2.kelos.dev/hooked", "team=a"], None).await?;
+    let out = kubectl(
+        c,
+        &[
+            "label",
+            "-n",
+            &ns,
+            "taskspawners.v1alpha2.kelos.dev/hooked",
+            "team=a",
+        ],
+        None,
+    )
+    .await?;
     ensure!(out.ok, "{}", out.stderr);
-    let out = kubectl(c, &["label", "-n", &ns, "taskspawners.v1alpha1.kelos.dev/plain", "team=a"], None).await?;
-    ensure!(out.ok, "v1alpha1 write of a spawner without hooks: {}", out.stderr);
+    let out = kubectl(
+        c,
+        &[
+            "label",
+            "-n",
+            &ns,
+            "taskspawners.v1alpha1.kelos.dev/plain",
+            "team=a",
+        ],
+        None,
+    )
+    .await?;
+    ensure!(
+        out.ok,
+        "v1alpha1 write of a spawner without hooks: {}",
+        out.stderr
+    );
 
     // A v1alpha1 TaskSpawner carrying hooks is refused by the rule our extension put in kelos's CRD.
     let v1 = json!({
@@ -195,7 +265,10 @@ async fn v1alpha1_writes_never_lose_hooks() -> Result<()> {
     });
     let out = kubectl(c, &["apply", "-n", &ns, "-f", "-"], Some(&v1.to_string())).await?;
     ensure!(
-        !out.ok && out.stderr.contains("spec.onCompletion: Forbidden: kelos.dev/v1alpha1 cannot carry spec.onCompletion"),
+        !out.ok
+            && out.stderr.contains(
+                "spec.onCompletion: Forbidden: kelos.dev/v1alpha1 cannot carry spec.onCompletion"
+            ),
         "v1alpha1 TaskSpawner with hooks: {}{}",
         out.stdout,
         out.stderr
@@ -210,7 +283,8 @@ async fn a_users_v1alpha2_edit_or_removal_is_obeyed() -> Result<()> {
     let (ns, _rx, _addon) = setup(k, "coexist-user").await?;
     let api = spawner_api(k.cluster().client().await?, &ns);
     for name in ["edited", "removed"] {
-        k.create_spawner(&ns, &cron_spawner(name, &hooks("one"), 0, false)).await?;
+        k.create_spawner(&ns, &cron_spawner(name, &hooks("one"), 0, false))
+            .await?;
     }
     for name in ["edited", "removed"] {
         wait_spawner(k, &ns, name, "kelos's reconcile", reconciled).await?;
@@ -220,22 +294,41 @@ async fn a_users_v1alpha2_edit_or_removal_is_obeyed() -> Result<()> {
         .await?;
     let out = kubectl(
         k.cluster(),
-        &["patch", "-n", &ns, "taskspawners.v1alpha2.kelos.dev/removed", "--type=json",
-          "-p", r#"[{"op":"remove","path":"/spec/onCompletion"}]"#],
+        &[
+            "patch",
+            "-n",
+            &ns,
+            "taskspawners.v1alpha2.kelos.dev/removed",
+            "--type=json",
+            "-p",
+            r#"[{"op":"remove","path":"/spec/onCompletion"}]"#,
+        ],
         None,
     )
     .await?;
     ensure!(out.ok, "{}", out.stderr);
     // kelos keeps reconciling (delete its CronJob: it makes a new one) without bringing anything back.
-    let out = kubectl(k.cluster(), &["delete", "cronjobs", "--all", "-n", &ns, "--wait=false"], None).await?;
+    let out = kubectl(
+        k.cluster(),
+        &["delete", "cronjobs", "--all", "-n", &ns, "--wait=false"],
+        None,
+    )
+    .await?;
     ensure!(out.ok, "{}", out.stderr);
     for name in ["edited", "removed"] {
-        wait_spawner(k, &ns, name, "a new CronJob", |s| reconciled(s)).await?;
+        wait_spawner(k, &ns, name, "a new CronJob", reconciled).await?;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(api.get("edited").await?.data["spec"]["onCompletion"], hooks("two"));
+    assert_eq!(
+        api.get("edited").await?.data["spec"]["onCompletion"],
+        hooks("two")
+    );
     let removed = api.get("removed").await?;
-    ensure!(removed.data["spec"].get("onCompletion").is_none(), "{}", removed.data["spec"]);
+    ensure!(
+        removed.data["spec"].get("onCompletion").is_none(),
+        "{}",
+        removed.data["spec"]
+    );
     Ok(())
 }
 
@@ -244,7 +337,9 @@ async fn a_users_v1alpha2_edit_or_removal_is_obeyed() -> Result<()> {
 async fn replay_kelos_crd(api: &Api<CustomResourceDefinition>) -> Result<()> {
     let mut crd = serde_json::to_value(api.get("taskspawners.kelos.dev").await?)?;
     for v in crd["spec"]["versions"].as_array_mut().unwrap() {
-        if let Some(props) = v["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"].as_object_mut() {
+        if let Some(props) =
+            v["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"].as_object_mut()
+        {
             props.remove("onCompletion");
         }
     }
@@ -278,7 +373,12 @@ async fn kelos_reapplying_its_crd_is_undone() -> Result<()> {
     let crds: Api<CustomResourceDefinition> = Api::all(k.cluster().client().await?);
     let restored = |text: &str| {
         text.lines()
-            .find_map(|l| l.strip_prefix("kelos_hooks_crd_extension_patches_total{action=\"restored\"}")?.trim().parse::<u64>().ok())
+            .find_map(|l| {
+                l.strip_prefix("kelos_hooks_crd_extension_patches_total{action=\"restored\"}")?
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
             .unwrap_or(0)
     };
     let before = restored(&probe(addon.admission_probe_port(), "/metrics").await?.1);
@@ -292,12 +392,19 @@ async fn kelos_reapplying_its_crd_is_undone() -> Result<()> {
             .unwrap()
             .iter()
             .find(|v| v["name"] == "v1alpha2")
-            .is_some_and(|v| v["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["onCompletion"].is_object());
+            .is_some_and(|v| {
+                v["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["onCompletion"]
+                    .is_object()
+            });
         // With the lock held for writing, no other test's admission server runs: ours restores.
         if declared && restored(&text) > before {
             break;
         }
-        ensure!(Instant::now() < deadline, "spec.onCompletion not restored:\n{}", addon.admission_log());
+        ensure!(
+            Instant::now() < deadline,
+            "spec.onCompletion not restored:\n{}",
+            addon.admission_log()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Stored hooks are served again; the spawner never changed.
