@@ -28,13 +28,14 @@ if ((${#only[@]})); then
   namespaces+=", {key: kubernetes.io/metadata.name, operator: In, values: [${included%,}]}"
 fi
 
-# webhook NAME PATH RESOURCE OPERATIONS FAILURE-POLICY [objectSelector]
+# webhook NAME PATH RESOURCE OPERATIONS FAILURE-POLICY [objectSelector [rules [matchPolicy]]]
 webhook() {
+  local rules=${7:-"[{apiGroups: [kelos.dev], apiVersions: [\"*\"], resources: [$3], operations: $4, scope: Namespaced}]"}
   cat <<YAML
 - name: $1
   clientConfig: {url: "$url$2", caBundle: "$bundle"}
-  rules: [{apiGroups: [kelos.dev], apiVersions: ["*"], resources: [$3], operations: $4, scope: Namespaced}]
-  matchPolicy: Equivalent
+  rules: $rules
+  matchPolicy: ${8:-Equivalent}
   namespaceSelector: {matchExpressions: [$namespaces]}
   objectSelector: ${6:-{\}}
   failurePolicy: $5
@@ -44,6 +45,9 @@ webhook() {
 YAML
 }
 spawner_label='{matchExpressions: [{key: kelos.dev/taskspawner, operator: Exists}]}'
+# TaskSpawner UPDATEs that cannot express onCompletion: v1alpha2 (kelos's own writes) and
+# v1alpha1 (spec and status), matched exactly (see the chart's webhooks.yaml).
+keep_hooks_rules='[{apiGroups: [kelos.dev], apiVersions: [v1alpha2], resources: [taskspawners], operations: [UPDATE], scope: Namespaced}, {apiGroups: [kelos.dev], apiVersions: [v1alpha1], resources: [taskspawners, taskspawners/status], operations: [UPDATE], scope: Namespaced}]'
 
 cat <<YAML
 apiVersion: admissionregistration.k8s.io/v1
@@ -58,5 +62,6 @@ apiVersion: admissionregistration.k8s.io/v1
 kind: MutatingWebhookConfiguration
 metadata: {name: $name}
 webhooks:
+$(webhook taskspawners.mutate.kelos-hooks.dev /mutate/taskspawners taskspawners '[UPDATE]' Fail '{}' "$keep_hooks_rules" Exact)
 $(webhook tasks.mutate.kelos-hooks.dev /mutate/tasks tasks '[CREATE]' Ignore "$spawner_label" | sed 's/^  admissionReviewVersions/  reinvocationPolicy: Never\n  admissionReviewVersions/')
 YAML

@@ -59,6 +59,9 @@ fn state(dir: &Path) -> Result<AppState, Failure> {
         cache: SpawnerCache::new(writer.as_reader(), miss, metrics.clone()),
         policy,
         dispatchers: vec![DEFAULT_DISPATCHER_IDENTITY.to_owned()],
+        kelos: kelos_hooks_admission::handlers::mutate_taskspawner::Identities::new(
+            &kelos_hooks_admission::cli::DEFAULT_KELOS_IDENTITIES.map(String::from),
+        ),
         metrics,
     })
 }

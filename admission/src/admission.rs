@@ -13,7 +13,8 @@ use axum::routing::post;
 use kelos_hooks_shared::ip::IpPolicy;
 
 use crate::cache::SpawnerCache;
-use crate::handlers::{mutate_task, validate_task, validate_taskspawner};
+use crate::handlers::mutate_taskspawner::Identities;
+use crate::handlers::{mutate_task, mutate_taskspawner, validate_task, validate_taskspawner};
 use crate::metrics::{Endpoint, Metrics};
 use crate::review::{self, Decision, ParseError, Request};
 
@@ -28,6 +29,8 @@ pub mod paths {
     pub const MUTATE_TASKS: &str = "/mutate/tasks";
     /// Task validation.
     pub const VALIDATE_TASKS: &str = "/validate/tasks";
+    /// TaskSpawner mutation (stored hooks kept on writes that cannot express them).
+    pub const MUTATE_TASKSPAWNERS: &str = "/mutate/taskspawners";
 }
 
 /// What the handlers need, shared by every request.
@@ -39,6 +42,8 @@ pub struct AppState {
     pub policy: Arc<IpPolicy>,
     /// `--dispatcher-identity`.
     pub dispatchers: Vec<String>,
+    /// `--kelos-identity`.
+    pub kelos: Identities,
     /// Metrics.
     pub metrics: Arc<Metrics>,
 }
@@ -59,6 +64,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route(paths::MUTATE_TASKS, route(Endpoint::MutateTasks))
         .route(paths::VALIDATE_TASKS, route(Endpoint::ValidateTasks))
+        .route(
+            paths::MUTATE_TASKSPAWNERS,
+            route(Endpoint::MutateTaskSpawners),
+        )
         .with_state(state)
 }
 
@@ -112,7 +121,7 @@ pub async fn answer(
     let started = Instant::now();
     let req = review::parse(body)?;
     let expected = match endpoint {
-        Endpoint::ValidateTaskSpawners => "TaskSpawner",
+        Endpoint::ValidateTaskSpawners | Endpoint::MutateTaskSpawners => "TaskSpawner",
         Endpoint::MutateTasks | Endpoint::ValidateTasks => "Task",
     };
     let decision = match kind_mismatch(&req, expected) {
@@ -123,6 +132,9 @@ pub async fn answer(
                 validate_task::handle(&req, &state.cache, &state.policy, &state.dispatchers)
             }
             Endpoint::MutateTasks => mutate_task::handle(&req, &state.cache).await,
+            Endpoint::MutateTaskSpawners => {
+                mutate_taskspawner::handle(&req, &state.cache, &state.kelos, &state.metrics).await
+            }
         },
     };
     let out = review::encode_response(&req.uid, &decision);
@@ -191,6 +203,7 @@ mod tests {
     use kelos_hooks_runtime::ProbeMetrics as _;
 
     const SNAP: &str = r#"{"hooks":[{"name":"a","webhook":{"url":"https://h.example.com/x"}}]}"#;
+    const KELOS_CONTROLLER: &str = "system:serviceaccount:kelos-system:kelos-controller";
 
     fn app() -> Router {
         app_and_metrics().0
@@ -202,6 +215,7 @@ mod tests {
             cache: fixtures::cache_with(fixtures::NS, fixtures::SPAWNER, SNAP),
             policy: Arc::new(IpPolicy::default()),
             dispatchers: vec![fixtures::DISPATCHER.to_owned()],
+            kelos: Identities::new(&[KELOS_CONTROLLER.to_owned()]),
             metrics: metrics.clone(),
         };
         (router(Arc::new(state)), metrics)
@@ -418,5 +432,61 @@ mod tests {
             text.contains(r#"admission_requests_total{endpoint="mutate-tasks",operation="CREATE",allowed="true"} 1"#),
             "{text}"
         );
+    }
+
+    #[tokio::test]
+    async fn taskspawner_mutation_restores_for_kelos_and_refuses_bad_bodies() {
+        let spawner = |oc: Value| {
+            json!({"apiVersion": "kelos.dev/v1alpha2", "kind": "TaskSpawner",
+            "metadata": {"name": fixtures::SPAWNER, "namespace": fixtures::NS, "resourceVersion": "3"},
+            "spec": {"when": {}, "onCompletion": oc}})
+        };
+        let hooks: Value = serde_json::from_str(SNAP).unwrap();
+        let review = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+            "uid": "u-1", "operation": "UPDATE", "namespace": fixtures::NS, "name": fixtures::SPAWNER,
+            "kind": {"group": "kelos.dev", "version": "v1alpha2", "kind": "TaskSpawner"},
+            "requestKind": {"group": "kelos.dev", "version": "v1alpha2", "kind": "TaskSpawner"},
+            "userInfo": {"username": KELOS_CONTROLLER},
+            "object": spawner(Value::Null), "oldObject": spawner(hooks.clone())}});
+        let (status, v) = post(paths::MUTATE_TASKSPAWNERS, review.to_string()).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(v["response"]["uid"], "u-1");
+        let patch: Value = serde_json::from_slice(
+            &base64::engine::general_purpose::STANDARD
+                .decode(v["response"]["patch"].as_str().unwrap())
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            patch,
+            json!([{"op": "add", "path": "/spec/onCompletion", "value": hooks}])
+        );
+
+        // Through v1alpha1 the cache (which has hooks for this spawner) decides: refused.
+        let mut v1 = review.clone();
+        v1["request"]["requestKind"]["version"] = json!("v1alpha1");
+        v1["request"]["kind"]["version"] = json!("v1alpha1");
+        let (_, v) = post(paths::MUTATE_TASKSPAWNERS, v1.to_string()).await;
+        assert_eq!(v["response"]["allowed"], false);
+        assert!(
+            v["response"]["status"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("kelos.dev/v1alpha1 cannot carry")
+        );
+
+        let mut task = review;
+        task["request"]["kind"]["kind"] = json!("Task");
+        let (_, v) = post(paths::MUTATE_TASKSPAWNERS, task.to_string()).await;
+        assert_eq!(v["response"]["allowed"], false);
+        for body in [
+            "{",
+            "",
+            r#"{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview","request":{"uid":"u","operation":"UPDATE","kind":{}}}"#,
+        ] {
+            let (status, v) = post(paths::MUTATE_TASKSPAWNERS, body).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+            assert!(v["error"].is_string());
+        }
     }
 }

@@ -182,6 +182,25 @@ impl SpawnerCache {
         self.store.get(&key).map(|s| s.spec.hooks.clone())
     }
 
+    /// The cached hooks of a spawner if the cache holds exactly `resource_version` of it.
+    pub fn cached_at(
+        &self,
+        namespace: &str,
+        name: &str,
+        resource_version: &str,
+    ) -> Option<SpawnerHooks> {
+        let key = ObjectRef::<CachedSpawner>::new(name).within(namespace);
+        self.store
+            .get(&key)
+            .filter(|s| s.metadata.resource_version.as_deref() == Some(resource_version))
+            .map(|s| s.spec.hooks.clone())
+    }
+
+    /// One direct read of a spawner's hooks, whatever the cache holds.
+    pub async fn lookup(&self, namespace: &str, name: &str) -> Lookup {
+        (self.miss)(namespace.to_owned(), name.to_owned()).await
+    }
+
     /// The hooks of a spawner: from the cache, else one direct read (a spawner created moments
     /// ago may not have reached the watch yet).
     pub async fn resolve(&self, namespace: &str, name: &str) -> Resolved {

@@ -6,6 +6,13 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+/// kelos's own identities, from kelos's chart: the controller's ServiceAccount (namespace
+/// kelos-system) and the `kelos-spawner` ServiceAccount kelos creates in each spawner namespace.
+pub const DEFAULT_KELOS_IDENTITIES: [&str; 2] = [
+    "system:serviceaccount:kelos-system:kelos-controller",
+    "system:serviceaccount:*:kelos-spawner",
+];
+
 /// Default identity allowed to change `kelos.dev/webhook-*` Task annotations.
 pub const DEFAULT_DISPATCHER_IDENTITY: &str =
     "system:serviceaccount:kelos-hooks:kelos-hooks-dispatcher";
@@ -29,6 +36,27 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Print the CustomResourceDefinitions as multi-document YAML.
     Crds,
+    /// Manage what `serve --extend-kelos-crd` adds to kelos's TaskSpawner CRD.
+    #[command(subcommand)]
+    CrdExtension(CrdExtensionCommand),
+}
+
+/// `crd-extension` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CrdExtensionCommand {
+    /// Take kelos-hooks' `spec.onCompletion` schema out of kelos's TaskSpawner CRD (uninstall; the
+    /// chart's post-delete hook). Stored hooks stay in etcd but are no longer served. Run it once
+    /// no admission server with --extend-kelos-crd runs, or it puts the schema back.
+    Remove(RemoveArgs),
+}
+
+/// `crd-extension remove` flags.
+#[derive(Clone, Debug, Args)]
+pub struct RemoveArgs {
+    /// Keep watching this long after removing and remove again if an admission server still
+    /// shutting down put the schema back (0s: remove once).
+    #[arg(long, env = "KELOS_HOOKS_SETTLE", default_value = "0s", value_parser = parse_duration)]
+    pub settle: Duration,
 }
 
 pub use kelos_hooks_runtime::LogFormat;
@@ -97,9 +125,23 @@ pub struct ServeArgs {
     /// Timeout of the one direct TaskSpawner read made when the cache does not know a spawner yet.
     #[arg(long, env = "KELOS_HOOKS_LOOKUP_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     pub lookup_timeout: Duration,
-    /// How often the TaskSpawner CRD is re-checked for `spec.onCompletion`.
-    #[arg(long, env = "KELOS_HOOKS_CRD_CHECK_INTERVAL", default_value = "60s", value_parser = parse_duration)]
-    pub crd_check_interval: Duration,
+    /// Usernames of kelos's own components (repeatable; env comma-separated). Their TaskSpawner
+    /// UPDATEs without `spec.onCompletion` (kelos's Go types lack it) get the stored hooks back.
+    /// `*` as a whole `:`-separated segment matches any one segment.
+    #[arg(
+        long = "kelos-identity",
+        env = "KELOS_HOOKS_KELOS_IDENTITY",
+        value_delimiter = ',',
+        default_values_t = DEFAULT_KELOS_IDENTITIES.map(String::from),
+        value_name = "USERNAME"
+    )]
+    pub kelos_identity: Vec<String>,
+    /// Keep `spec.onCompletion` declared in kelos's TaskSpawner CRD (v1alpha2; in v1alpha1 a rule
+    /// that refuses it with a clear message): added when missing, under the field manager
+    /// kelos-hooks-admission, again after every kelos install or upgrade replaces the CRD. Never
+    /// replaces an `onCompletion` kelos declares itself.
+    #[arg(long, env = "KELOS_HOOKS_EXTEND_KELOS_CRD", default_value_t = false)]
+    pub extend_kelos_crd: bool,
     /// Blocked-range exceptions.
     #[command(flatten)]
     pub policy: PolicyArgs,

@@ -44,6 +44,9 @@ pub enum Error {
     /// `crds`: a CRD could not be written as YAML.
     #[error("cannot write the CRDs as YAML: {0}")]
     CrdYaml(#[from] serde_saphyr::SerializeError),
+    /// kelos's TaskSpawner CRD could not be read or patched (the CRD extension).
+    #[error("CRD extension: {0}")]
+    CrdExtension(String),
     /// Command-line usage problem found after parsing.
     #[error("{0}")]
     Usage(String),

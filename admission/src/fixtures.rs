@@ -137,11 +137,15 @@ pub fn task_update(old: Value, new: Value, username: &str) -> Vec<u8> {
 /// Miss lookups a test cache was asked to make: (namespace, name).
 pub type Calls = Arc<Mutex<Vec<(String, String)>>>;
 
-/// A TaskSpawner as the cache holds it.
+/// `metadata.resourceVersion` of every [`cached_spawner`].
+pub const RESOURCE_VERSION: &str = "3";
+
+/// A TaskSpawner as the cache holds it, at [`RESOURCE_VERSION`].
 pub fn cached_spawner(namespace: &str, name: &str, hooks: SpawnerHooks) -> CachedSpawner {
     let mut s = CachedSpawner::default();
     s.metadata.name = Some(name.into());
     s.metadata.namespace = Some(namespace.into());
+    s.metadata.resource_version = Some(RESOURCE_VERSION.into());
     s.spec.hooks = hooks;
     s
 }

@@ -6,6 +6,7 @@ pub mod admission;
 pub mod cache;
 pub mod cli;
 pub mod crd_check;
+pub mod crd_extension;
 pub mod error;
 #[cfg(test)]
 mod fixtures;

@@ -7,10 +7,11 @@ use std::sync::Arc;
 use clap::Parser;
 use kelos_hooks_admission::admission::{self, AppState};
 use kelos_hooks_admission::cache::{self, CachedSpawner, SpawnerCache};
-use kelos_hooks_admission::cli::{Cli, Command, ServeArgs};
+use kelos_hooks_admission::cli::{Cli, Command, CrdExtensionCommand, ServeArgs};
 use kelos_hooks_admission::error::{Error, Result};
+use kelos_hooks_admission::handlers::mutate_taskspawner::Identities;
 use kelos_hooks_admission::metrics::Metrics;
-use kelos_hooks_admission::{crd_check, self_managed, server, tls, validate_cmd};
+use kelos_hooks_admission::{crd_check, crd_extension, self_managed, server, tls, validate_cmd};
 use kelos_hooks_runtime::{Health, shutdown, telemetry};
 use kelos_hooks_shared::ip::IpPolicy;
 use kube::runtime::reflector::store::Writer;
@@ -32,23 +33,38 @@ fn main() -> ExitCode {
         },
         Command::Serve(args) => {
             telemetry::init(args.log_format);
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("error: cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(serve(*args)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!("{e}");
-                    ExitCode::FAILURE
-                }
-            }
+            block_on(serve(*args))
+        }
+        Command::CrdExtension(CrdExtensionCommand::Remove(args)) => {
+            telemetry::init(kelos_hooks_runtime::LogFormat::Text);
+            block_on(async move {
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                let client = kube::Client::try_default().await?;
+                let done = crd_extension::remove(client, args.settle).await?;
+                tracing::info!("{done}");
+                Ok(())
+            })
+        }
+    }
+}
+
+/// Runs `main` to completion on a multi-threaded runtime; errors are logged.
+fn block_on(main: impl std::future::Future<Output = Result<()>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(main) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
         }
     }
 }
@@ -66,6 +82,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         IpPolicy::from_cidrs(&args.policy.allow_cidr)
             .map_err(|e| Error::Cidr(format!("{:?}: {}", e.input, e.reason)))?,
     );
+    let kelos = Identities::new(&args.kelos_identity);
     if args.dispatcher_identity.iter().all(|d| d.trim().is_empty()) {
         return Err(Error::Usage(
             "--dispatcher-identity must name at least one user".into(),
@@ -142,7 +159,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
         client.clone(),
         health.clone(),
         metrics.clone(),
-        args.crd_check_interval,
+        args.extend_kelos_crd
+            .then(crd_extension::Extension::default),
     ));
 
     let lookup = cache::api_lookup(client, policy.clone(), args.lookup_timeout);
@@ -150,6 +168,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         cache: SpawnerCache::new(store, lookup, metrics.clone()),
         policy,
         dispatchers: args.dispatcher_identity.clone(),
+        kelos: kelos.clone(),
         metrics: metrics.clone(),
     });
 
@@ -178,6 +197,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     tracing::info!(
         listen = %args.listen, metrics_listen = %args.metrics_listen,
         dispatcher_identity = ?args.dispatcher_identity, allow_cidr = ?args.policy.allow_cidr,
+        kelos_identity = %kelos, extend_kelos_crd = args.extend_kelos_crd,
         "kelos-hooks-admission serving"
     );
     let router = admission::router(state);

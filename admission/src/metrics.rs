@@ -20,13 +20,16 @@ pub enum Endpoint {
     MutateTasks,
     /// `POST /validate/tasks`
     ValidateTasks,
+    /// `POST /mutate/taskspawners`
+    MutateTaskSpawners,
 }
 
 impl Endpoint {
-    const ALL: [Endpoint; 3] = [
+    const ALL: [Endpoint; 4] = [
         Endpoint::ValidateTaskSpawners,
         Endpoint::MutateTasks,
         Endpoint::ValidateTasks,
+        Endpoint::MutateTaskSpawners,
     ];
 
     /// Label value.
@@ -35,6 +38,7 @@ impl Endpoint {
             Endpoint::ValidateTaskSpawners => "validate-taskspawners",
             Endpoint::MutateTasks => "mutate-tasks",
             Endpoint::ValidateTasks => "validate-tasks",
+            Endpoint::MutateTaskSpawners => "mutate-taskspawners",
         }
     }
 
@@ -117,6 +121,8 @@ pub struct Metrics {
     pub crd_problem: Gauge,
     ca_bundle_patches: Family<KindLabels, Counter>,
     cert_secret_writes: Family<ActionLabels, Counter>,
+    hooks_kept: Family<ActionLabels, Counter>,
+    crd_extension_patches: Family<ActionLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -158,6 +164,20 @@ impl Metrics {
         let crd_problem = Gauge::default();
         let ca_bundle_patches = Family::<KindLabels, Counter>::default();
         let cert_secret_writes = Family::<ActionLabels, Counter>::default();
+        let hooks_kept = Family::<ActionLabels, Counter>::default();
+        let crd_extension_patches = Family::<ActionLabels, Counter>::default();
+        registry.register(
+            "taskspawner_hooks_kept",
+            "TaskSpawner writes that could not express spec.onCompletion: stored hooks put back \
+             (action=restored, kelos's identities) or the write refused (action=refused, v1alpha1)",
+            hooks_kept.clone(),
+        );
+        registry.register(
+            "crd_extension_patches",
+            "Patches of kelos's TaskSpawner CRD: spec.onCompletion added back (action=restored) or \
+             taken out (action=removed), or a patch that failed (action=failed)",
+            crd_extension_patches.clone(),
+        );
         registry.register(
             "ca_bundle_patches",
             "Webhook configurations whose caBundle was patched (self-managed certificates)",
@@ -214,7 +234,23 @@ impl Metrics {
             crd_problem,
             ca_bundle_patches,
             cert_secret_writes,
+            hooks_kept,
+            crd_extension_patches,
         }
+    }
+
+    /// Records one TaskSpawner write whose stored hooks were kept (`restored` or `refused`).
+    pub fn observe_hooks_kept(&self, action: &'static str) {
+        self.hooks_kept
+            .get_or_create(&ActionLabels { action })
+            .inc();
+    }
+
+    /// Records one patch (or failed patch) of kelos's TaskSpawner CRD.
+    pub fn observe_crd_extension_patch(&self, action: &'static str) {
+        self.crd_extension_patches
+            .get_or_create(&ActionLabels { action })
+            .inc();
     }
 
     /// Records one `caBundle` patch of a webhook configuration (`kind`: validating|mutating).

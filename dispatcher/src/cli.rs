@@ -121,9 +121,6 @@ pub struct RunArgs {
     /// How long SIGTERM waits for in-flight attempts before handing them to the next leader.
     #[arg(long, env = "KELOS_HOOKS_SHUTDOWN_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
-    /// How often the TaskSpawner CRD is re-checked for `spec.onCompletion`.
-    #[arg(long, env = "KELOS_HOOKS_CRD_CHECK_INTERVAL", default_value = "5m", value_parser = parse_duration)]
-    pub crd_check_interval: Duration,
     /// Log format.
     #[arg(
         long,

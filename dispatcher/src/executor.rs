@@ -314,6 +314,9 @@ impl Executor {
             Metric::StateWriteError => {
                 self.metrics.state_write_errors.inc();
             }
+            Metric::LeftToKelos => {
+                self.metrics.left_to_kelos.inc();
+            }
         }
     }
 }

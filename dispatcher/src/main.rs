@@ -132,20 +132,11 @@ async fn run(args: RunArgs) -> Result<()> {
     };
 
     let events = events::Events::new(kube.clone(), identity.clone());
-    if let Some(problem) = crd_check::check_once(&kube, &health, &metrics).await {
-        let crd_ref = k8s_openapi::api::core::v1::ObjectReference {
-            api_version: Some("apiextensions.k8s.io/v1".into()),
-            kind: Some("CustomResourceDefinition".into()),
-            name: Some(crd_check::CRD_NAME.into()),
-            ..Default::default()
-        };
-        events.publish(crd_ref, true, events::reason::CRD_PRUNES_HOOKS, "", problem);
-    }
     tokio::spawn(crd_check::run(
         kube.clone(),
         health.clone(),
         metrics.clone(),
-        args.crd_check_interval,
+        events.clone(),
         background.clone(),
     ));
 

@@ -42,6 +42,10 @@ pub struct Metrics {
     pub leader: Gauge,
     /// 1 while the TaskSpawner CRD declares `spec.onCompletion`.
     pub crd_ok: Gauge,
+    /// 1 while kelos's CRD declares `spec.onCompletion` itself (its own reporter).
+    pub kelos_reporter: Gauge,
+    /// Tasks left to kelos's own reporter (their snapshot is in kelos's format).
+    pub left_to_kelos: Counter,
     /// Delivery-state writes that failed (retried).
     pub state_write_errors: Counter<u64, AtomicU64>,
     registry: Registry,
@@ -61,6 +65,8 @@ impl Metrics {
         let in_flight = Gauge::default();
         let leader = Gauge::default();
         let crd_ok = Gauge::default();
+        let kelos_reporter = Gauge::default();
+        let left_to_kelos = Counter::default();
         let state_write_errors = Counter::default();
         registry.register(
             "deliveries",
@@ -103,6 +109,16 @@ impl Metrics {
             crd_ok.clone(),
         );
         registry.register(
+            "kelos_reporter",
+            "1 while kelos's TaskSpawner CRD declares spec.onCompletion itself (a kelos build with its own onCompletion reporter)",
+            kelos_reporter.clone(),
+        );
+        registry.register(
+            "left_to_kelos_reporter",
+            "Terminal Tasks not delivered because kelos-spawner wrote their snapshot in kelos's format (kelos's own reporter delivers them)",
+            left_to_kelos.clone(),
+        );
+        registry.register(
             "state_write_errors",
             "Failed writes of the delivery annotation",
             state_write_errors.clone(),
@@ -116,6 +132,8 @@ impl Metrics {
             in_flight,
             leader,
             crd_ok,
+            kelos_reporter,
+            left_to_kelos,
             state_write_errors,
             registry,
         }

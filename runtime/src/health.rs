@@ -23,6 +23,7 @@ pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.
 #[derive(Debug, Default)]
 pub struct Health {
     problems: RwLock<BTreeMap<&'static str, String>>,
+    notes: RwLock<BTreeMap<&'static str, String>>,
 }
 
 /// Why the process is not ready: one line per failing check.
@@ -71,6 +72,22 @@ impl Health {
     pub fn problem(&self, check: &'static str) -> Option<String> {
         let problems = self.problems.read().unwrap_or_else(|e| e.into_inner());
         problems.get(check).cloned()
+    }
+
+    /// Something `/readyz` should say about `check` that is not a problem (e.g. a repair made);
+    /// `None` removes it.
+    pub fn set_note(&self, check: &'static str, note: Option<String>) {
+        let mut notes = self.notes.write().unwrap_or_else(|e| e.into_inner());
+        match note {
+            Some(n) => notes.insert(check, n),
+            None => notes.remove(check),
+        };
+    }
+
+    /// The notes, one line each (`""` when none).
+    pub fn notes(&self) -> String {
+        let notes = self.notes.read().unwrap_or_else(|e| e.into_inner());
+        notes.values().map(|n| format!("{n}\n")).collect()
     }
 
     /// `Ok` when ready, else every reason it is not.
@@ -134,11 +151,12 @@ pub async fn serve<M: ProbeMetrics>(
 }
 
 async fn readyz<M: ProbeMetrics>(State(p): State<Probe<M>>) -> impl IntoResponse {
+    let notes = p.health.notes();
     match p.health.readiness() {
-        Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
+        Ok(()) => (StatusCode::OK, format!("ready\n{notes}")),
         Err(why) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready:\n{why}\n"),
+            format!("not ready:\n{why}\n{notes}"),
         ),
     }
 }
@@ -183,6 +201,11 @@ mod tests {
         );
         h.set("crd", None);
         assert_eq!(h.readiness(), Ok(()));
+        h.set_note("crd", Some("spec.onCompletion restored".into()));
+        assert_eq!(h.readiness(), Ok(()), "a note is not a problem");
+        assert_eq!(h.notes(), "spec.onCompletion restored\n");
+        h.set_note("crd", None);
+        assert_eq!(h.notes(), "");
         h.set_shutting_down();
         assert_eq!(h.readiness(), Err(NotReady(vec!["shutting down".into()])));
     }

@@ -26,3 +26,27 @@ pub fn encode_snapshot(hooks: &[Hook]) -> String {
 pub fn decode_snapshot(value: &str) -> Result<OnCompletion, serde_json::Error> {
     serde_json::from_str(value)
 }
+
+/// Whether an [`ON_COMPLETION`] value is the snapshot a kelos build with its own onCompletion
+/// reporter writes (kelos-spawner stamps a JSON list of hooks; kelos-hooks writes an object with
+/// `hooks`). kelos's reporter delivers those Tasks, so kelos-hooks must not.
+pub fn is_kelos_reporter_snapshot(value: &str) -> bool {
+    serde_json::from_str::<Vec<Hook>>(value).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kelos_reporter_snapshots_are_told_apart_from_ours() {
+        // What kelos-spawner of kelos's pull request #1240 writes: json.Marshal(spec.onCompletion.hooks).
+        let kelos = r#"[{"name":"notify","phases":["Succeeded"],"webhook":{"url":"https://h.example.com/x","secretRef":{"name":"s"}}}]"#;
+        assert!(is_kelos_reporter_snapshot(kelos));
+        assert!(is_kelos_reporter_snapshot("[]"));
+        let ours = r#"{"hooks":[{"name":"notify","webhook":{"url":"https://h.example.com/x"}}]}"#;
+        assert!(!is_kelos_reporter_snapshot(ours));
+        assert!(decode_snapshot(ours).is_ok() && decode_snapshot(kelos).is_err());
+        assert!(!is_kelos_reporter_snapshot("[1, 2]") && !is_kelos_reporter_snapshot("not json"));
+    }
+}

@@ -7,6 +7,7 @@
 pub mod annotations;
 pub mod api;
 pub mod crd;
+pub mod crd_check;
 pub mod error;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;

@@ -253,9 +253,11 @@ async fn then_uninstall(
     }
 }
 
+/// `--no-hooks`: no Job controller runs on this API server, so helm would wait for the
+/// post-delete Job (the CRD extension's removal) forever; crd_coexist.rs runs that Job's command.
 async fn helm_uninstall(c: &Cluster, release: &str, ns: &str) -> Result<()> {
     let mut cmd = helm(c);
-    cmd.args(["uninstall", release, "--namespace", ns]);
+    cmd.args(["uninstall", release, "--namespace", ns, "--no-hooks"]);
     run(cmd, &format!("helm uninstall {release}"))
         .await
         .map(drop)
@@ -627,6 +629,49 @@ async fn default_values_render_secure_objects_the_server_accepts() -> Result<()>
         }
     }
     assert_eq!(mt["reinvocationPolicy"], "Never");
+    // TaskSpawner UPDATEs that cannot express onCompletion: exact versions, Fail like validation.
+    let mts = by_name(mwc, "mutate-taskspawners.hooks.kelos.dev");
+    assert_eq!(
+        mts["clientConfig"]["service"],
+        json!({"name": "kh-kelos-hooks-admission", "namespace": ns, "path": "/mutate/taskspawners", "port": 443})
+    );
+    assert_eq!(mts["failurePolicy"], "Fail");
+    assert_eq!(mts["matchPolicy"], "Exact");
+    assert_eq!(mts["reinvocationPolicy"], "Never");
+    assert_eq!(mts["namespaceSelector"]["matchExpressions"], excluded);
+    assert_eq!(
+        mts["rules"],
+        json!([
+            {"operations": ["UPDATE"], "apiGroups": ["kelos.dev"], "apiVersions": ["v1alpha2"],
+             "resources": ["taskspawners"], "scope": "Namespaced"},
+            {"operations": ["UPDATE"], "apiGroups": ["kelos.dev"], "apiVersions": ["v1alpha1"],
+             "resources": ["taskspawners", "taskspawners/status"], "scope": "Namespaced"},
+        ])
+    );
+    // The CRD extension is on by default, with its post-delete removal.
+    let admission_args = args(one(&d, "Deployment", "kh-kelos-hooks-admission"));
+    assert!(
+        admission_args.contains(&"--extend-kelos-crd".to_owned()),
+        "{admission_args:?}"
+    );
+    assert!(admission_args.contains(
+        &"--kelos-identity=system:serviceaccount:kelos-system:kelos-controller,system:serviceaccount:*:kelos-spawner".to_owned()
+    ));
+    let remove = one(&d, "Job", "kh-kelos-hooks-crd-extension-remove");
+    assert_eq!(
+        remove["metadata"]["annotations"]["helm.sh/hook"],
+        "post-delete"
+    );
+    assert_eq!(
+        container(remove)["args"],
+        json!(["crd-extension", "remove", "--settle=30s"])
+    );
+    let remove_role = one(&d, "ClusterRole", "kh-kelos-hooks-crd-extension-remove");
+    assert_eq!(
+        remove_role["rules"],
+        json!([{"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
+                "resourceNames": ["taskspawners.kelos.dev"], "verbs": ["get", "patch"]}])
+    );
     assert!(
         vwc["metadata"]["annotations"].is_null() && mwc["metadata"]["annotations"].is_null(),
         "no CA injection"
@@ -880,7 +925,7 @@ async fn install_then_upgrade_keeps_the_patched_ca_bundle() -> Result<()> {
         let ca = "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCg==";
         for (kind, count) in [
             ("validatingwebhookconfiguration", 3),
-            ("mutatingwebhookconfiguration", 1),
+            ("mutatingwebhookconfiguration", 2),
         ] {
             let ops: Vec<Value> = (0..count)
                 .map(|i| json!({"op": "add", "path": format!("/webhooks/{i}/clientConfig/caBundle"), "value": ca}))
@@ -1067,6 +1112,18 @@ async fn rbac_allows_what_each_component_needs_and_nothing_more() -> Result<()> 
                 (
                     "update",
                     "customresourcedefinitions.apiextensions.k8s.io/taskspawners.kelos.dev",
+                    None,
+                    false,
+                ),
+                (
+                    "patch",
+                    "customresourcedefinitions.apiextensions.k8s.io/taskspawners.kelos.dev",
+                    None,
+                    true,
+                ),
+                (
+                    "patch",
+                    "customresourcedefinitions.apiextensions.k8s.io/tasks.kelos.dev",
                     None,
                     false,
                 ),

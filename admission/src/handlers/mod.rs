@@ -1,7 +1,8 @@
-//! The three admission decisions. Each is a function of the parsed request (and the cache for
+//! The admission decisions. Each is a function of the parsed request (and the cache for
 //! mutation) returning a [`crate::review::Decision`]; HTTP plumbing lives in `crate::admission`.
 
 pub mod mutate_task;
+pub mod mutate_taskspawner;
 pub mod validate_task;
 pub mod validate_taskspawner;
 

@@ -160,6 +160,16 @@ pub struct Request<'a> {
     /// Kind of the object under review.
     #[serde(borrow)]
     pub kind: GroupVersionKind<'a>,
+    /// Kind the client wrote in (differs from `kind` when the API server converted the request
+    /// for a webhook matched by `matchPolicy: Equivalent`).
+    #[serde(borrow, default)]
+    pub request_kind: Option<GroupVersionKind<'a>>,
+    /// `status` for a status write, else absent or empty.
+    #[serde(borrow, default)]
+    pub sub_resource: Option<Str<'a>>,
+    /// Name of the object.
+    #[serde(borrow, default)]
+    pub name: Option<Str<'a>>,
     /// `CREATE`, `UPDATE`, `DELETE` or `CONNECT`.
     #[serde(borrow)]
     pub operation: Str<'a>,
@@ -227,6 +237,9 @@ pub struct Metadata<'a> {
     /// `metadata.namespace`.
     #[serde(borrow, default)]
     pub namespace: Option<Str<'a>>,
+    /// `metadata.resourceVersion`.
+    #[serde(borrow, default)]
+    pub resource_version: Option<Str<'a>>,
     /// `metadata.labels` (`null` reads as absent).
     #[serde(borrow, default)]
     pub labels: Option<StrMap<'a>>,

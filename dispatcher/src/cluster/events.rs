@@ -26,6 +26,10 @@ pub mod reason {
     pub const BAD_ANNOTATION: &str = "InvalidOnCompletion";
     /// The TaskSpawner CRD does not declare spec.onCompletion.
     pub const CRD_PRUNES_HOOKS: &str = "OnCompletionNotDeclared";
+    /// kelos's TaskSpawner CRD declares spec.onCompletion itself (its own reporter).
+    pub const KELOS_REPORTER: &str = "KelosReporterDetected";
+    /// kelos-spawner wrote the Task's snapshot in kelos's format: kelos's reporter delivers it.
+    pub const LEFT_TO_KELOS: &str = "KelosReporterDelivers";
 }
 
 /// Events published at once; more wait their turn.

@@ -122,4 +122,6 @@ pub enum Metric {
     CompletionToDelivery(f64),
     /// A write of the delivery annotation failed (it is retried).
     StateWriteError,
+    /// A Task was left to kelos's own onCompletion reporter.
+    LeftToKelos,
 }

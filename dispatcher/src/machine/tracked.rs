@@ -8,13 +8,14 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use kelos_hooks_shared::annotations::{
     DELIVERIES, ON_COMPLETION, REPORT_PHASE, SPAWNER_LABEL, decode_snapshot,
+    is_kelos_reporter_snapshot,
 };
 use kelos_hooks_shared::api::{Hook, Phase, Task};
 use kelos_hooks_shared::deliveries::Deliveries;
 use kelos_hooks_shared::redact::scheme_and_host;
 use kube::Resource;
 
-use super::{Effect, Machine, Note, Timer};
+use super::{Effect, Machine, Metric, Note, Timer};
 use crate::cluster::events::reason;
 use crate::error::Result;
 
@@ -150,6 +151,22 @@ impl Machine {
         };
         match decode_snapshot(snapshot) {
             Ok(s) => Hooks::Ready(s.hooks),
+            // kelos-spawner of a kelos build with its own reporter wrote it (our mutating webhook
+            // was not there): kelos delivers this Task, so sending would be twice.
+            Err(_) if is_kelos_reporter_snapshot(snapshot) => {
+                self.out.push(Effect::Metric(Metric::LeftToKelos));
+                self.out.push(Effect::Event(Note {
+                    object: task.object_ref(&()),
+                    warning: false,
+                    reason: reason::LEFT_TO_KELOS,
+                    hook: String::new(),
+                    message: format!(
+                        "kelos-spawner wrote {ON_COMPLETION} in kelos's own format: kelos's onCompletion \
+                         reporter delivers this Task's hooks, so kelos-hooks sends nothing for it"
+                    ),
+                }));
+                Hooks::Ready(Vec::new())
+            }
             Err(e) => {
                 self.out.push(Effect::Event(Note {
                     object: task.object_ref(&()),

@@ -85,10 +85,7 @@ impl std::fmt::Display for Phase {
 #[serde(rename_all = "camelCase")]
 pub struct Webhook {
     /// Absolute `https://` URL with a host and no user-info.
-    #[schemars(
-        length(min = 1, max = 2048),
-        regex(pattern = r"^https://[^/?#@\s]+([/?#].*)?$")
-    )]
+    #[schemars(length(min = 1, max = 2048))]
     pub url: String,
     /// Secret (same namespace) whose every key is sent as an HTTP header.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -17,7 +17,6 @@ use serde_json::json;
 use tokio::process::{Child, Command};
 
 use super::Kelos;
-use super::crd_extension::extend_taskspawner_crd;
 use super::spawners::spawner_api;
 use crate::admission_server::{admission_serve, server_log, spawn_logged, wait_ready};
 use crate::dispatcher::Dispatcher;
@@ -56,7 +55,6 @@ impl AddOn {
         admission_args: &[&str],
     ) -> Result<AddOn> {
         let c = k.cluster();
-        extend_taskspawner_crd(c).await?; // TEMPORARY: see crd_extension.rs
         let dir = tempfile::tempdir()?;
         let day = Duration::from_secs(86400);
         let ca = Ca::generate(&format!("kelos-hooks e2e admission {ns}"), day)?;
@@ -73,6 +71,8 @@ impl AddOn {
         cmd.args(["--dispatcher-identity", DISPATCHER_IDENTITY])
             .args(["--allow-cidr", ALLOW_CIDR])
             .args(["--shutdown-delay", "0s", "--drain-timeout", "2s"])
+            // As the chart runs it: kelos's TaskSpawner CRD gets spec.onCompletion.
+            .arg("--extend-kelos-crd")
             .args(admission_args);
         let mut admission = Some(spawn_logged(cmd, dir.path())?);
         let log_dir = dir.path().to_owned();

@@ -19,7 +19,6 @@
 
 mod addon;
 mod controller;
-pub mod crd_extension;
 pub mod install;
 mod job_run;
 mod node;

@@ -247,6 +247,33 @@ fn an_invalid_snapshot_is_a_warning_and_nothing_is_sent() {
 }
 
 #[test]
+fn a_snapshot_in_kelos_format_is_left_to_kelos_reporter() {
+    let mut run = Run::leader();
+    let kelos = r#"[{"name":"notify","webhook":{"url":"https://h.example.com/x"}}]"#;
+    let e = run.upsert(annotate(
+        bare_task("u1", Phase::Succeeded),
+        ON_COMPLETION,
+        kelos.into(),
+    ));
+    let n = note(&e, reason::LEFT_TO_KELOS, "");
+    assert!(
+        !n.warning && n.message.contains("kelos's onCompletion reporter"),
+        "{n:?}"
+    );
+    assert!(
+        e.iter()
+            .any(|x| matches!(x, Effect::Metric(Metric::LeftToKelos))),
+        "{e:?}"
+    );
+    assert!(attempts(&e).is_empty(), "never sent twice");
+    assert!(
+        !e.iter().any(|x| matches!(x, Effect::Record(_))),
+        "nothing recorded: {e:?}"
+    );
+    assert_eq!(run.m.tracked(), 0);
+}
+
+#[test]
 fn tasks_older_than_max_age_are_skipped_not_sent() {
     let mut run = Run::leader();
     let hooks = [hook("a"), hook("b")];
