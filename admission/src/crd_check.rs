@@ -59,8 +59,10 @@ impl Reporting {
     fn note(&self, verdict: Option<&Verdict>) {
         let reporter =
             matches!(verdict, Some(Verdict::KelosReporter)).then_some(KELOS_REPORTER_NOTE);
-        let notes: Vec<&str> = reporter
+        let problem = verdict.and_then(Verdict::problem);
+        let notes: Vec<&str> = problem
             .into_iter()
+            .chain(reporter)
             .chain(self.restored.as_deref())
             .collect();
         self.health
@@ -68,8 +70,9 @@ impl Reporting {
     }
 
     async fn verdict(&self, verdict: &Verdict, crd: Option<&CustomResourceDefinition>) {
-        self.health
-            .set(READY_CHECK, verdict.problem().map(str::to_owned));
+        // A CRD that drops hooks is reported (note, Event, metric, log) but does not make this
+        // server unready: TaskSpawner writes fail closed on it, kelos's own among them.
+        self.health.clear(READY_CHECK);
         self.metrics
             .crd_problem
             .set(i64::from(verdict.problem().is_some()));
