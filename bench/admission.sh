@@ -32,31 +32,14 @@ log "building release binaries (admission with the bench-ceiling feature)"
 cargo build --release --quiet -p kelos-hooks-admission -p kelos-hooks-certs --features kelos-hooks-admission/bench-ceiling
 bin=$repo_root/target/release
 
+source bench/admission-common.sh
 dir=$repo_root/.run/bench-admission
 rm -rf "$dir"; mkdir -p "$dir"
-server_pid=
-cleanup() { [[ -n $server_pid ]] && kill "$server_pid" 2>/dev/null; hack/cluster-down.sh --dir "$dir/cluster"; }
-trap cleanup EXIT
-kubeconfig=$(hack/cluster-up.sh --dir "$dir/cluster")
-kubectl() { "$(cat "$dir/cluster/tools")/kubectl" --kubeconfig "$kubeconfig" "$@"; }
-"$bin/kelos-hooks-admission" crds | kubectl apply --server-side -f - >/dev/null
-kubectl wait --for condition=Established crd/taskspawners.kelos.dev --timeout 30s >/dev/null
-python3 bench/make_reviews.py "$dir/bodies" bench
-kubectl create namespace bench >/dev/null
-kubectl apply -f "$dir/bodies/taskspawner.json" >/dev/null
-
-"$bin/kelos-hooks-certs" ca --out "$dir/pki" >/dev/null
-"$bin/kelos-hooks-certs" serving --ca-dir "$dir/pki" --out "$dir/pki" --name server --san 127.0.0.1 >/dev/null
-port=$(free_port); mport=$(free_port)
-KUBECONFIG=$kubeconfig "$bin/kelos-hooks-admission" serve --listen "127.0.0.1:$port" \
-  --metrics-listen "127.0.0.1:$mport" --tls-cert-file "$dir/pki/server.crt" \
-  --tls-key-file "$dir/pki/server.key" --log-format json >"$dir/server.log" 2>&1 &
-server_pid=$!
-for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$mport/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
-curl -fsS "http://127.0.0.1:$mport/readyz" >/dev/null || die "admission server not ready (see $dir/server.log)"
+trap bench_cleanup EXIT
+bench_cluster_up
+bench_admission_start
 
 rss() { awk -v k="$1:" '$1==k {print $2/1024}' "/proc/$server_pid/status"; } # MiB
-url=https://127.0.0.1:$port
 # A mutate request must produce a patch, or the benchmark measures the wrong path.
 # Task validation sees what the API server sends after mutation: the Task with the patch applied.
 # validate-task-uncached.json names a spawner the cache does not hold, so its snapshot is validated
@@ -135,5 +118,4 @@ print("| /%s | %.0f | %.4f | %.3f | %.3f | %.3f |" % (sys.argv[1], s["requestsPe
 done
 rss_load=$(rss VmHWM)
 printf '\nRSS: idle %.1f MiB, peak under load (VmHWM) %.1f MiB\n' "$rss_idle" "$rss_load"
-printf 'machine: %s cores, %s; %s\n' "$(nproc)" "$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)" \
-  "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+bench_machine

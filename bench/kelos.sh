@@ -5,7 +5,7 @@
 #   (p50/p99), and the Job's terminal status → delivery;
 # - the added latency of our webhooks on kelos's Task creation: kelos-spawner --one-shot creating
 #   BATCH Tasks with and without our webhooks registered, alternately, in the same run, plus the
-#   API server's own histograms of our two Task CREATE webhooks.
+#   API server's own histogram of our Task CREATE webhook.
 # Bounded: about 3 minutes here (most of it starting the control plane and kelos). Lines starting
 # RESULT are the figures for BENCHMARKS.md.
 #

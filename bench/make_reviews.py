@@ -4,7 +4,8 @@
 mutate-task.json: a kelos Task CREATE of about 5 KB (a real prompt, credentials, podOverrides),
 labelled with a spawner that has 8 hooks. validate-taskspawner.json: a TaskSpawner with 8 hooks.
 (admission.sh derives validate-task.json from the mutate response: the Task as the API server
-sends it to the validating webhook, annotation included.)
+sends it to the validating webhook, annotation included.) task.json: a labelled kelos Task of
+2.7 KB as a client sends it (admission-e2e.sh creates copies of it through the API server).
 """
 import json, sys, os
 
@@ -60,8 +61,23 @@ def review(kind, resource, obj, operation="CREATE"):
         "object": obj, "oldObject": None, "dryRun": False,
         "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"}}}
 
+def sized_task(size):
+    """The benchmark Task as a client writes it (no uid, no owner), its prompt cut to `size` bytes."""
+    t = json.loads(json.dumps(task))
+    del t["metadata"]["uid"], t["metadata"]["ownerReferences"]
+    del t["spec"]["podOverrides"]
+    t["spec"]["prompt"] = ""
+    room = size - len(json.dumps(t, separators=(",", ":")))
+    while len(json.dumps(prompt[:room])) - 2 > size - len(json.dumps(t, separators=(",", ":"))):
+        room -= 1  # newlines take two bytes once escaped
+    t["spec"]["prompt"] = prompt[:room]
+    return t
+
 os.makedirs(out, exist_ok=True)
 json.dump(spawner, open(f"{out}/taskspawner.json", "w"), separators=(",", ":"))
+text = json.dumps(sized_task(2700), separators=(",", ":"))
+open(f"{out}/task.json", "w").write(text)
+print(f"task.json: {len(text)} bytes", file=sys.stderr)
 for name, body in [("mutate-task", review("Task", "tasks", task)),
                    ("validate-taskspawner", review("TaskSpawner", "taskspawners", spawner))]:
     # Compact, as the API server writes AdmissionReviews (no spaces after `:` and `,`).

@@ -53,7 +53,7 @@ echo $! >"$dir/admission.pid"
 for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$adm_probe/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
 curl -fsS "http://127.0.0.1:$adm_probe/readyz"; echo
 hack/webhook-configs.sh --url "https://127.0.0.1:$adm_port" --ca-file "$dir/demo-pki/ca.crt" \
-  --name kelos-hooks-demo | kubectl apply -f -
+  --name kelos-hooks-demo --dispatcher-identity kelos-hooks-dispatcher | kubectl apply -f -
 kubectl create namespace demo
 # The API server picks up new webhook configurations asynchronously: wait until one answers.
 for _ in $(seq 50); do

@@ -4,11 +4,13 @@
 //!
 //! ```text
 //! python3 bench/make_reviews.py /tmp/bodies bench
-//! cargo run --release -p kelos-hooks-admission --example review_cost -- /tmp/bodies
+//! cargo run --release -p kelos-hooks-admission --example review_cost -- /tmp/bodies \
+//!     [--rounds 15] [--iterations 4000] [--only mutate]
 //! ```
 //!
 //! Prints, per case, the median over rounds of the mean µs per review, and the fastest and
-//! slowest round.
+//! slowest round. `--only` keeps the cases whose name contains the text (e.g. to count
+//! instructions per case under `valgrind --tool=callgrind`, which a busy machine does not skew).
 #![allow(missing_docs)]
 
 use std::hint::black_box;
@@ -27,8 +29,12 @@ use kube::runtime::reflector::store::Writer;
 use kube::runtime::watcher;
 use serde_json::Value;
 
-const ROUNDS: usize = 15;
-const ITERATIONS: u32 = 4_000;
+/// What to run: `--rounds`, `--iterations`, `--only`.
+struct Plan {
+    rounds: usize,
+    iterations: u32,
+    only: String,
+}
 
 type Failure = Box<dyn std::error::Error>;
 
@@ -95,6 +101,7 @@ fn mutated(mutate: &[u8], resp: &Value) -> Result<Vec<u8>, Failure> {
 /// Median, fastest and slowest round of the mean µs per call.
 fn measure(
     rt: &tokio::runtime::Runtime,
+    plan: &Plan,
     state: &AppState,
     endpoint: Endpoint,
     body: &[u8],
@@ -102,23 +109,47 @@ fn measure(
     let round = || {
         rt.block_on(async {
             let start = Instant::now();
-            for _ in 0..ITERATIONS {
+            for _ in 0..plan.iterations {
                 black_box(judge(state, endpoint, black_box(body)).await);
             }
-            start.elapsed().as_secs_f64() * 1e6 / f64::from(ITERATIONS)
+            start.elapsed().as_secs_f64() * 1e6 / f64::from(plan.iterations)
         })
     };
     round(); // warm-up: caches, allocator
-    let mut rounds: Vec<f64> = (0..ROUNDS).map(|_| round()).collect();
+    let mut rounds: Vec<f64> = (0..plan.rounds.max(1)).map(|_| round()).collect();
     rounds.sort_by(f64::total_cmp);
-    [rounds[ROUNDS / 2], rounds[0], rounds[ROUNDS - 1]]
+    [
+        rounds[rounds.len() / 2],
+        rounds[0],
+        rounds[rounds.len() - 1],
+    ]
+}
+
+fn plan(mut args: impl Iterator<Item = String>) -> Result<Plan, Failure> {
+    let mut plan = Plan {
+        rounds: 15,
+        iterations: 4_000,
+        only: String::new(),
+    };
+    while let Some(flag) = args.next() {
+        let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--rounds" => plan.rounds = value.parse()?,
+            "--iterations" => plan.iterations = value.parse()?,
+            "--only" => plan.only = value,
+            other => return Err(format!("unknown flag {other}").into()),
+        }
+    }
+    Ok(plan)
 }
 
 fn main() -> Result<(), Failure> {
-    let dir: PathBuf = std::env::args_os()
-        .nth(1)
-        .ok_or("usage: review_cost BODIES_DIR (made by bench/make_reviews.py)")?
+    let mut args = std::env::args().skip(1);
+    let dir: PathBuf = args
+        .next()
+        .ok_or("usage: review_cost BODIES_DIR [--rounds N] [--iterations N] [--only TEXT]")?
         .into();
+    let plan = plan(args)?;
     let rt = tokio::runtime::Builder::new_current_thread().build()?;
     let state = state(&dir)?;
 
@@ -159,10 +190,11 @@ fn main() -> Result<(), Failure> {
         }
     }
     println!(
-        "median of {ROUNDS} rounds of {ITERATIONS} reviews each (fastest–slowest round), µs per review"
+        "median of {} rounds of {} reviews each (fastest–slowest round), µs per review",
+        plan.rounds, plan.iterations
     );
-    for (name, endpoint, body) in &cases {
-        let [median, fastest, slowest] = measure(&rt, &state, *endpoint, body);
+    for (name, endpoint, body) in cases.iter().filter(|(name, ..)| name.contains(&plan.only)) {
+        let [median, fastest, slowest] = measure(&rt, &plan, &state, *endpoint, body);
         println!(
             "{name:<42} {:>6} B  {median:>7.2}  ({fastest:.2}–{slowest:.2})",
             body.len()

@@ -5,36 +5,54 @@ use std::sync::Arc;
 use base64::Engine;
 use kelos_hooks_shared::annotations::ON_COMPLETION;
 use serde_json::json;
+use serde_json::value::RawValue;
 
 use crate::review::StrMap;
 
-/// A JSON Patch with its base64 wire form (what the AdmissionReview response carries).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A JSON Patch in its wire form: base64 (the admission API's `[]byte`), already written as a JSON
+/// string, so a response embeds it as is instead of escaping 2.6 KB (8 hooks) on every Task CREATE.
+#[derive(Clone, Debug)]
 pub struct Patch {
-    base64: Arc<str>,
+    base64_json: Arc<RawValue>,
 }
 
 impl Patch {
     /// Wraps JSON Patch text, encoding it once.
     pub fn new(json: String) -> Self {
         let base64 = base64::engine::general_purpose::STANDARD.encode(json.as_bytes());
+        // A base64 string is valid JSON once quoted (its alphabet needs no escaping).
+        let base64_json = RawValue::from_string(format!("\"{base64}\""))
+            .unwrap_or_else(|_| RawValue::NULL.to_owned());
         Patch {
-            base64: base64.into(),
+            base64_json: base64_json.into(),
         }
     }
 
     /// The patch as JSON text (tests read it back).
     #[cfg(test)]
     pub fn json(&self) -> String {
-        let bytes = base64::engine::general_purpose::STANDARD.decode(self.base64.as_bytes());
+        let bytes = base64::engine::general_purpose::STANDARD.decode(self.base64().as_bytes());
         String::from_utf8(bytes.unwrap_or_default()).unwrap_or_default()
     }
 
-    /// The patch as the base64 string the admission API documents for `[]byte`.
+    /// The base64 text.
     pub fn base64(&self) -> &str {
-        &self.base64
+        self.base64_json.get().trim_matches('"')
+    }
+
+    /// The base64 text as a JSON string, for the response.
+    pub fn base64_json(&self) -> &RawValue {
+        &self.base64_json
     }
 }
+
+impl PartialEq for Patch {
+    fn eq(&self, other: &Self) -> bool {
+        self.base64_json.get() == other.base64_json.get()
+    }
+}
+
+impl Eq for Patch {}
 
 /// A spawner's `kelos.dev/on-completion` value with both patches that can set it, computed once
 /// per spawner change: every Task CREATE then answers without encoding anything.

@@ -6,7 +6,7 @@
 //!   driver) → the delivery at the receiver, and the Job's terminal status → that delivery.
 //! - `creation ROUNDS BATCH`: `kelos-spawner --one-shot` creating BATCH Tasks of a spawner with a
 //!   hook, with and without our webhooks registered, alternately, ROUNDS times each; plus the API
-//!   server's own histograms of our two Task CREATE webhooks over the rounds with them.
+//!   server's own histogram of our Task CREATE webhook over the rounds with it.
 //!
 //! Lines starting RESULT are the figures for BENCHMARKS.md. The workspace binaries come from
 //! `KELOS_HOOKS_BIN_DIR` (bench/kelos.sh: release builds).
@@ -178,12 +178,10 @@ async fn creation(k: &Kelos, rounds: usize, batch: usize) -> Result<()> {
     let ns = k.namespace("bench-create").await?;
     let rx = Receiver::start().await?;
     let mut addon = AddOn::start(k, &ns, rx.ca_file()).await?;
-    const WEBHOOKS: [&str; 2] = [
-        "tasks.mutate.kelos-hooks.dev",
-        "tasks-create.validate.kelos-hooks.dev",
-    ];
+    // The one webhook a Task CREATE calls (the Task annotation rules are a ValidatingAdmissionPolicy).
+    const WEBHOOKS: [&str; 1] = ["mutate-tasks.hooks.kelos.dev"];
     let (mut with, mut without) = (Vec::new(), Vec::new());
-    let mut histograms = [(0.0, 0.0); 2];
+    let mut histograms = [(0.0, 0.0); WEBHOOKS.len()];
     for round in 0..rounds {
         for registered in [false, true] {
             if registered {

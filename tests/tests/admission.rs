@@ -1,26 +1,24 @@
-//! The admission server on a real API server: webhook configurations registered with url +
-//! caBundle, kubectl applies refused with field paths, Task annotations injected and guarded,
-//! certificate rotation without restart, fail-closed/fail-open when the server is gone.
+//! The admission server on a real API server, registered as local runs do (the chart's
+//! configurations rendered for a URL + caBundle by hack/webhook-configs.sh): kubectl applies
+//! refused with field paths, Task annotations injected and guarded (by the chart's
+//! ValidatingAdmissionPolicy by default, by the /validate/tasks webhook with guard=Webhook),
+//! certificate rotation without restart, what still works and what is refused when the server is
+//! gone.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
-use base64::Engine as _;
-use k8s_openapi::api::admissionregistration::v1::{
-    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
-};
+use anyhow::{Context, Result, bail, ensure};
 use kelos_hooks_certs::{Ca, San, write_pair};
-use kelos_hooks_shared::annotations::{ON_COMPLETION, encode_snapshot};
+use kelos_hooks_shared::annotations::{ON_COMPLETION, REPORT_PHASE, encode_snapshot};
 use kelos_hooks_shared::api::OnCompletion;
 use kelos_hooks_tests::admission_server::{
-    admission_serve, create_webhook_configs, delete_webhook_configs, probe, served_cert,
-    server_log, spawn_logged, wait_ready,
+    admission_serve, probe, served_cert, server_log, spawn_logged, wait_ready,
 };
 use kelos_hooks_tests::kubectl::{kubectl, kubectl_apply};
-use kelos_hooks_tests::{Cluster, cluster, free_port};
+use kelos_hooks_tests::{Cluster, cluster, free_port, workspace_root};
 use kube::api::{Api, DynamicObject, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use rustls::pki_types::CertificateDer;
@@ -28,6 +26,12 @@ use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
 const DAY: Duration = Duration::from_secs(86_400);
+/// How the API server words a denial by the chart's ValidatingAdmissionPolicy, and by a webhook.
+const POLICY_DENIAL: &str = "ValidatingAdmissionPolicy";
+const WEBHOOK_DENIAL: &str = "admission webhook";
+/// `webhooks.tasks.guard` values: the chart's default, and the one for clusters before 1.30.
+const BY_POLICY: &str = "ValidatingAdmissionPolicy";
+const BY_WEBHOOK: &str = "Webhook";
 
 /// A running `kelos-hooks-admission serve` with its own CA, certificate files and webhook
 /// configurations scoped to namespaces labelled `kelos-hooks.dev/test=<label>`.
@@ -39,7 +43,8 @@ struct Server {
     ca: Ca,
     label: String,
     dispatcher: String,
-    registered: bool,
+    /// The manifests registered, to delete them again.
+    registered: Option<String>,
 }
 
 fn unique_label(test: &str) -> String {
@@ -84,7 +89,7 @@ impl Server {
             ca,
             label,
             dispatcher,
-            registered: false,
+            registered: None,
         };
         server.wait_ready().await?;
         Ok(server)
@@ -111,62 +116,59 @@ impl Server {
         format!("https://127.0.0.1:{}{path}", self.port)
     }
 
-    fn webhook(&self, name: &str, path: &str, resource: &str, ops: &[&str], policy: &str) -> Value {
-        let mut w = json!({
-            "name": name,
-            "clientConfig": {
-                "url": self.url(path),
-                "caBundle": base64::engine::general_purpose::STANDARD.encode(self.ca.cert_pem()),
-            },
-            "rules": [{"apiGroups": ["kelos.dev"], "apiVersions": ["v1alpha2"], "resources": [resource],
-                       "operations": ops, "scope": "Namespaced"}],
-            "namespaceSelector": {"matchExpressions": [
-                {"key": "kelos-hooks.dev/test", "operator": "In", "values": [self.label]},
-                {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system"]},
-            ]},
-            "failurePolicy": policy,
-            "matchPolicy": "Equivalent",
-            "sideEffects": "None",
-            "admissionReviewVersions": ["v1"],
-            "timeoutSeconds": 5,
-        });
-        if resource == "tasks" {
-            w["objectSelector"] = json!({"matchExpressions": [{"key": "kelos.dev/taskspawner", "operator": "Exists"}]});
-        }
-        w
-    }
-
-    /// Registers the validating and mutating configurations (named after the unique label).
-    async fn register(&mut self, c: &Cluster) -> Result<()> {
-        let client = c.client().await?;
-        let validating: ValidatingWebhookConfiguration = serde_json::from_value(json!({
-            "metadata": {"name": self.label},
-            "webhooks": [
-                self.webhook("taskspawners.validate.kelos-hooks.dev", "/validate/taskspawners", "taskspawners",
-                             &["CREATE", "UPDATE"], "Fail"),
-                // CREATE fails open (a webhook outage must not block kelos creating Tasks);
-                // UPDATE fails closed (nobody tampers with the snapshot or delivery state meanwhile).
-                self.webhook("tasks-create.validate.kelos-hooks.dev", "/validate/tasks", "tasks", &["CREATE"], "Ignore"),
-                self.webhook("tasks-update.validate.kelos-hooks.dev", "/validate/tasks", "tasks", &["UPDATE"], "Fail"),
-            ]
-        }))?;
-        let mut mutating = self.webhook(
-            "tasks.mutate.kelos-hooks.dev",
-            "/mutate/tasks",
-            "tasks",
-            &["CREATE"],
-            "Ignore",
+    /// Registers the chart's admission configuration for this server, as local runs do
+    /// (`hack/webhook-configs.sh`), limited to namespaces labelled with this test's label.
+    /// `guard` is the chart's `webhooks.tasks.guard`: who enforces the Task annotation rules.
+    async fn register_with(&mut self, c: &Cluster, guard: &str) -> Result<()> {
+        let ca_file = self.dir.path().join("ca.crt");
+        std::fs::write(&ca_file, self.ca.cert_pem())?;
+        let out = Command::new("bash")
+            .arg(workspace_root().join("hack/webhook-configs.sh"))
+            .args(["--url", &self.url(""), "--ca-file"])
+            .arg(&ca_file)
+            .args([
+                "--name",
+                &self.label,
+                "--dispatcher-identity",
+                &self.dispatcher,
+            ])
+            .args([
+                "--namespace-label",
+                &format!("kelos-hooks.dev/test={}", self.label),
+            ])
+            .args(["--task-guard", guard])
+            .output()
+            .await?;
+        ensure!(
+            out.status.success(),
+            "hack/webhook-configs.sh: {}",
+            String::from_utf8_lossy(&out.stderr)
         );
-        mutating["reinvocationPolicy"] = json!("Never");
-        let mutating: MutatingWebhookConfiguration = serde_json::from_value(
-            json!({"metadata": {"name": self.label}, "webhooks": [mutating]}),
-        )?;
-        create_webhook_configs(client, &validating, &mutating).await?;
-        self.registered = true;
+        let manifests = String::from_utf8(out.stdout)?;
+        let applied = kubectl(c, &["apply", "-f", "-"], Some(&manifests)).await?;
+        ensure!(applied.ok, "{}", applied.stderr);
+        self.registered = Some(manifests);
         Ok(())
     }
 
-    /// Waits until the API server calls both configurations (they are picked up asynchronously).
+    /// A started server (flags `extra`) registered with `guard` and in effect in a fresh
+    /// namespace carrying the test's label; that namespace.
+    async fn registered(
+        c: &Cluster,
+        test: &str,
+        extra: &[&str],
+        guard: &str,
+    ) -> Result<(Server, String)> {
+        let mut server = Server::start(c, test, extra).await?;
+        let ns = c.namespace(&server.label).await?;
+        server.register_with(c, guard).await?;
+        server.wait_effective(c, &ns).await?;
+        Ok((server, ns))
+    }
+
+    /// Waits until the API server applies what was registered (it picks configurations up
+    /// asynchronously): the TaskSpawner webhook, the mutating webhook and the Task annotation
+    /// rules (policy or webhook), each seen refusing or rewriting a dry-run probe.
     async fn wait_effective(&self, c: &Cluster, ns: &str) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
         let probe_spawner = spawner(
@@ -174,34 +176,50 @@ impl Server {
             json!({"hooks": [{"name": "a", "webhook": {"url": "https://10.0.0.1/x"}}]}),
         );
         let tasks = dynamic(c, ns, "Task").await?;
-        let mut spawner_api_seen = false;
+        let dry_run = PostParams {
+            dry_run: true,
+            ..Default::default()
+        };
+        let forged_snapshot: DynamicObject = serde_json::from_value(task(
+            "probe-task",
+            Some("no-such-spawner"),
+            json!({ON_COMPLETION: "forged"}),
+        ))?;
+        let forged_delivery: DynamicObject = serde_json::from_value(task(
+            "probe-task",
+            Some("no-such-spawner"),
+            json!({REPORT_PHASE: "Succeeded"}),
+        ))?;
+        let (mut spawners, mut mutation) = (false, false);
         loop {
-            if !spawner_api_seen {
+            if !spawners {
                 let out = kubectl_apply(c, ns, &probe_spawner, &["--dry-run=server"]).await?;
-                spawner_api_seen = !out.ok && out.stderr.contains("denied the request");
+                spawners = !out.ok && out.stderr.contains("denied the request");
             }
-            if spawner_api_seen {
-                let t: DynamicObject = serde_json::from_value(task(
-                    "probe-task",
-                    Some("no-such-spawner"),
-                    json!({ON_COMPLETION: "forged"}),
-                ))?;
-                let pp = PostParams {
-                    dry_run: true,
-                    ..Default::default()
-                };
-                if let Ok(created) = tasks.create(&pp, &t).await
-                    && created
-                        .metadata
-                        .annotations
-                        .as_ref()
-                        .is_none_or(|a| !a.contains_key(ON_COMPLETION))
-                {
-                    return Ok(());
-                }
+            if spawners && !mutation {
+                mutation = tasks
+                    .create(&dry_run, &forged_snapshot)
+                    .await
+                    .is_ok_and(|t| {
+                        t.metadata
+                            .annotations
+                            .is_none_or(|a| !a.contains_key(ON_COMPLETION))
+                    });
+            }
+            if mutation
+                && tasks
+                    .create(&dry_run, &forged_delivery)
+                    .await
+                    .is_err_and(|e| e.to_string().contains("may only be changed"))
+            {
+                return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("webhooks not effective within 30s:\n{}", self.log());
+                bail!(
+                    "admission configuration not effective within 30s (spawner webhook {spawners}, \
+                     mutation {mutation}):\n{}",
+                    self.log()
+                );
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -226,10 +244,27 @@ impl Server {
         Ok(tokio::time::timeout(Duration::from_secs(20), child.wait()).await??)
     }
 
+    /// Lets a test user and the dispatcher identity edit Tasks in `ns`; the test user's name.
+    async fn task_editors(&self, c: &Cluster, ns: &str) -> Result<String> {
+        let someone = format!("someone-{}", self.label);
+        let rbac = json!({"apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "task-editor"},
+             "rules": [{"apiGroups": ["kelos.dev"], "resources": ["tasks"],
+                        "verbs": ["get", "list", "create", "patch", "update"]}]},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "task-editor"},
+             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "task-editor"},
+             "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": someone},
+                          {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": self.dispatcher}]},
+        ]});
+        let out = kubectl_apply(c, ns, &rbac, &[]).await?;
+        ensure!(out.ok, "{}", out.stderr);
+        Ok(someone)
+    }
+
     async fn unregister(&mut self, c: &Cluster) -> Result<()> {
-        if self.registered {
-            delete_webhook_configs(c.client().await?, &self.label).await?;
-            self.registered = false;
+        if let Some(manifests) = self.registered.take() {
+            let out = kubectl(c, &["delete", "-f", "-"], Some(&manifests)).await?;
+            ensure!(out.ok, "{}", out.stderr);
         }
         Ok(())
     }
@@ -305,10 +340,8 @@ fn hook(name: &str, url: &str) -> Value {
 #[tokio::test]
 async fn taskspawner_rules_are_enforced_at_apply_time() -> Result<()> {
     let c = cluster().await?;
-    let mut server = Server::start(c, "ts", &["--allow-cidr", "192.168.0.0/16"]).await?;
-    let ns = c.namespace(&server.label).await?;
-    server.register(c).await?;
-    server.wait_effective(c, &ns).await?;
+    let (mut server, ns) =
+        Server::registered(c, "ts", &["--allow-cidr", "192.168.0.0/16"], BY_POLICY).await?;
 
     // Rules only the webhook knows (the CRD schema cannot express them), one manifest each.
     let cases: Vec<(&str, Value, &str)> = vec![
@@ -488,11 +521,8 @@ async fn taskspawner_rules_are_enforced_at_apply_time() -> Result<()> {
 #[tokio::test]
 async fn tasks_get_the_spawner_hooks_and_cannot_tamper_with_them() -> Result<()> {
     let c = cluster().await?;
-    let mut server = Server::start(c, "task", &[]).await?;
-    let ns = c.namespace(&server.label).await?;
+    let (mut server, ns) = Server::registered(c, "task", &[], BY_POLICY).await?;
     let other = c.namespace(&format!("{}-x", server.label)).await?;
-    server.register(c).await?;
-    server.wait_effective(c, &ns).await?;
     let tasks = dynamic(c, &ns, "Task").await?;
 
     for n in [&ns, &other] {
@@ -582,13 +612,42 @@ async fn tasks_get_the_spawner_hooks_and_cannot_tamper_with_them() -> Result<()>
     assert!(out.ok, "{}", out.stderr);
     assert_eq!(annotation(c, &other, "t7").await?, None);
 
+    annotation_rules_hold(c, &server, &ns, &expected, &forged, POLICY_DENIAL).await?;
+
+    let (_, metrics) = server.probe("/metrics").await?;
+    assert!(
+        metrics.contains(
+            r#"admission_requests_total{endpoint="mutate-tasks",operation="CREATE",allowed="true"}"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        !server.log().contains("s3cr3t"),
+        "server log leaked a secret"
+    );
+    server.unregister(c).await?;
+    Ok(())
+}
+
+/// The Task annotation rules on a real API server, whichever mechanism enforces them: Task `t1`
+/// in `ns` (labelled, created with the `expected` snapshot) can't have its snapshot changed or
+/// removed, nor its delivery annotations touched by anyone but the dispatcher identity, which may;
+/// a labelled Task can't be created with delivery state either; other edits pass.
+async fn annotation_rules_hold(
+    c: &Cluster,
+    server: &Server,
+    ns: &str,
+    expected: &str,
+    forged: &str,
+    enforcer: &str,
+) -> Result<()> {
     // Editing the snapshot later: denied (change and removal).
     let out = kubectl(
         c,
         &[
             "annotate",
             "-n",
-            &ns,
+            ns,
             "task",
             "t1",
             &format!("{ON_COMPLETION}={forged}"),
@@ -598,13 +657,17 @@ async fn tasks_get_the_spawner_hooks_and_cannot_tamper_with_them() -> Result<()>
     )
     .await?;
     assert!(!out.ok, "snapshot edit allowed");
-    assert!(out.stderr.contains("immutable"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("immutable") && out.stderr.contains(enforcer),
+        "{}",
+        out.stderr
+    );
     let out = kubectl(
         c,
         &[
             "annotate",
             "-n",
-            &ns,
+            ns,
             "task",
             "t1",
             &format!("{ON_COMPLETION}-"),
@@ -617,28 +680,15 @@ async fn tasks_get_the_spawner_hooks_and_cannot_tamper_with_them() -> Result<()>
         "{}",
         out.stderr
     );
-    assert_eq!(
-        annotation(c, &ns, "t1").await?.as_deref(),
-        Some(expected.as_str())
-    );
+    assert_eq!(annotation(c, ns, "t1").await?.as_deref(), Some(expected));
 
-    // Delivery annotations: only the dispatcher identity. Both users may patch Tasks (RBAC).
-    let someone = format!("someone-{}", server.label);
-    let rbac = json!({"apiVersion": "v1", "kind": "List", "items": [
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "task-editor"},
-         "rules": [{"apiGroups": ["kelos.dev"], "resources": ["tasks"], "verbs": ["get", "list", "patch", "update"]}]},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "task-editor"},
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "task-editor"},
-         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": someone},
-                      {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": server.dispatcher}]},
-    ]});
-    let out = kubectl_apply(c, &ns, &rbac, &[]).await?;
-    assert!(out.ok, "{}", out.stderr);
+    // Delivery annotations: only the dispatcher identity. Both users may edit Tasks (RBAC).
+    let someone = server.task_editors(c, ns).await?;
     let deliveries = r#"kelos.dev/webhook-deliveries={"notify-team":{"state":"Delivered"}}"#;
     let as_someone = format!("--as={someone}");
     let out = kubectl(
         c,
-        &[&as_someone, "annotate", "-n", &ns, "task", "t1", "note=ok"],
+        &[&as_someone, "annotate", "-n", ns, "task", "t1", "note=ok"],
         None,
     )
     .await?;
@@ -649,7 +699,7 @@ async fn tasks_get_the_spawner_hooks_and_cannot_tamper_with_them() -> Result<()>
             &as_someone,
             "annotate",
             "-n",
-            &ns,
+            ns,
             "task",
             "t1",
             deliveries,
@@ -672,7 +722,7 @@ async fn tasks_get_the_spawner_hooks_and_cannot_tamper_with_them() -> Result<()>
             &as_dispatcher,
             "annotate",
             "-n",
-            &ns,
+            ns,
             "task",
             "t1",
             deliveries,
@@ -688,7 +738,7 @@ async fn tasks_get_the_spawner_hooks_and_cannot_tamper_with_them() -> Result<()>
             &as_someone,
             "annotate",
             "-n",
-            &ns,
+            ns,
             "task",
             "t1",
             "kelos.dev/webhook-deliveries-",
@@ -703,7 +753,7 @@ async fn tasks_get_the_spawner_hooks_and_cannot_tamper_with_them() -> Result<()>
             &as_dispatcher,
             "annotate",
             "-n",
-            &ns,
+            ns,
             "task",
             "t1",
             "kelos.dev/webhook-report-phase=Succeeded",
@@ -713,17 +763,39 @@ async fn tasks_get_the_spawner_hooks_and_cannot_tamper_with_them() -> Result<()>
     .await?;
     assert!(out.ok, "{}", out.stderr);
 
-    let (_, metrics) = server.probe("/metrics").await?;
+    // Created with delivery state: only the dispatcher may.
+    let with_state = task("t9", Some("sp"), json!({REPORT_PHASE: "Succeeded"}));
+    let out = kubectl(
+        c,
+        &[&as_someone, "create", "-n", ns, "-f", "-"],
+        Some(&with_state.to_string()),
+    )
+    .await?;
     assert!(
-        metrics.contains(
-            r#"admission_requests_total{endpoint="mutate-tasks",operation="CREATE",allowed="true"}"#
-        ),
-        "{metrics}"
+        !out.ok
+            && out
+                .stderr
+                .contains("may only be changed by the kelos-hooks dispatcher"),
+        "forged delivery state at creation: {}",
+        out.stderr
     );
-    assert!(
-        !server.log().contains("s3cr3t"),
-        "server log leaked a secret"
-    );
+    Ok(())
+}
+
+/// `webhooks.tasks.guard=Webhook` (clusters before Kubernetes 1.30): the same rules, enforced by
+/// the admission server's /validate/tasks.
+#[tokio::test]
+async fn task_annotation_rules_hold_with_the_webhook_guard_too() -> Result<()> {
+    let c = cluster().await?;
+    let (mut server, ns) = Server::registered(c, "guard", &[], BY_WEBHOOK).await?;
+    let out = kubectl_apply(c, &ns, &spawner("sp", good_hooks()), &[]).await?;
+    assert!(out.ok, "{}", out.stderr);
+    let out = kubectl_apply(c, &ns, &task("t1", Some("sp"), Value::Null), &[]).await?;
+    assert!(out.ok, "{}", out.stderr);
+    let expected = snapshot_of(&good_hooks());
+    assert_eq!(annotation(c, &ns, "t1").await?, Some(expected.clone()));
+    let forged = snapshot_of(&json!({"hooks": [hook("evil", "https://evil.example.com/steal")]}));
+    annotation_rules_hold(c, &server, &ns, &expected, &forged, WEBHOOK_DENIAL).await?;
     server.unregister(c).await?;
     Ok(())
 }
@@ -731,10 +803,7 @@ async fn tasks_get_the_spawner_hooks_and_cannot_tamper_with_them() -> Result<()>
 #[tokio::test]
 async fn rotated_certificate_is_served_without_restart() -> Result<()> {
     let c = cluster().await?;
-    let mut server = Server::start(c, "rot", &[]).await?;
-    let ns = c.namespace(&server.label).await?;
-    server.register(c).await?;
-    server.wait_effective(c, &ns).await?;
+    let (mut server, ns) = Server::registered(c, "rot", &[], BY_POLICY).await?;
 
     let first = pem_der(&std::fs::read_to_string(server.cert_path())?);
     assert_eq!(
@@ -792,12 +861,12 @@ async fn rotated_certificate_is_served_without_restart() -> Result<()> {
 #[tokio::test]
 async fn stopped_server_fails_closed_for_spawners_and_open_for_tasks() -> Result<()> {
     let c = cluster().await?;
-    let mut server = Server::start(c, "down", &[]).await?;
-    let ns = c.namespace(&server.label).await?;
-    server.register(c).await?;
-    server.wait_effective(c, &ns).await?;
+    let (mut server, ns) = Server::registered(c, "down", &[], BY_POLICY).await?;
     let out = kubectl_apply(c, &ns, &spawner("sp", good_hooks()), &[]).await?;
     assert!(out.ok, "{}", out.stderr);
+    let out = kubectl_apply(c, &ns, &task("before", Some("sp"), Value::Null), &[]).await?;
+    assert!(out.ok, "{}", out.stderr);
+    let someone = server.task_editors(c, &ns).await?;
 
     // Graceful shutdown: not ready first (during --shutdown-delay), then exit 0.
     server.terminate().await?;
@@ -829,6 +898,106 @@ async fn stopped_server_fails_closed_for_spawners_and_open_for_tasks() -> Result
         None,
         "no webhook, no snapshot (the dispatcher falls back)"
     );
+
+    // Task updates never wait on the admission server: the policy runs in the API server. Edits
+    // that leave our annotations alone pass (kelos's finalizers and labels, anyone's notes)...
+    let as_someone = format!("--as={someone}");
+    let edit = json!({"metadata": {"finalizers": ["kelos.dev/cleanup"], "labels": {"phase": "x"},
+                                   "annotations": {"note": "hi"}}});
+    let out = kubectl(
+        c,
+        &[
+            &as_someone,
+            "patch",
+            "-n",
+            &ns,
+            "task",
+            "before",
+            "--type=merge",
+            "-p",
+            &edit.to_string(),
+        ],
+        None,
+    )
+    .await?;
+    assert!(
+        out.ok,
+        "Task update blocked by a stopped admission server: {}",
+        out.stderr
+    );
+    let before = dynamic(c, &ns, "Task").await?.get("before").await?;
+    assert_eq!(
+        before.metadata.finalizers,
+        Some(vec!["kelos.dev/cleanup".to_owned()])
+    );
+    // ...while the snapshot and delivery state stay guarded.
+    let out = kubectl(
+        c,
+        &[
+            "annotate",
+            "-n",
+            &ns,
+            "task",
+            "before",
+            &format!("{ON_COMPLETION}-"),
+        ],
+        None,
+    )
+    .await?;
+    assert!(
+        !out.ok && out.stderr.contains("immutable"),
+        "{}",
+        out.stderr
+    );
+    let phase = format!("{REPORT_PHASE}=Succeeded");
+    let out = kubectl(
+        c,
+        &[&as_someone, "annotate", "-n", &ns, "task", "before", &phase],
+        None,
+    )
+    .await?;
+    assert!(
+        !out.ok && out.stderr.contains("may only be changed"),
+        "{}",
+        out.stderr
+    );
+    let as_dispatcher = format!("--as={}", server.dispatcher);
+    let out = kubectl(
+        c,
+        &[
+            &as_dispatcher,
+            "annotate",
+            "-n",
+            &ns,
+            "task",
+            "before",
+            &phase,
+        ],
+        None,
+    )
+    .await?;
+    assert!(
+        out.ok,
+        "dispatcher refused with the admission server stopped: {}",
+        out.stderr
+    );
+    // The finalizer must not keep the namespace from going away.
+    let out = kubectl(
+        c,
+        &[
+            "patch",
+            "-n",
+            &ns,
+            "task",
+            "before",
+            "--type=merge",
+            "-p",
+            r#"{"metadata":{"finalizers":null}}"#,
+        ],
+        None,
+    )
+    .await?;
+    assert!(out.ok, "{}", out.stderr);
     server.unregister(c).await?;
     Ok(())
 }

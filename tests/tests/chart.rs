@@ -291,6 +291,7 @@ async fn chart_lints_strictly_for_every_mode() -> Result<()> {
             "secrets.namespaces={a,b}",
             "rbac.create=false",
         ][..],
+        &["webhooks.tasks.guard=Webhook"][..],
     ] {
         let mut cmd = helm(c);
         cmd.args(["lint", "--strict"])
@@ -324,6 +325,8 @@ async fn values_schema_rejects_bad_values() -> Result<()> {
             "/secrets/namespaces/0",
         ),
         ("logFormat=xml", "/logFormat"),
+        ("webhooks.tasks.guard=CEL", "/webhooks/tasks/guard"),
+        ("webhooks.url=http://127.0.0.1:8443", "/webhooks/url"),
     ];
     for (set, expect) in cases {
         let mut cmd = helm(c);
@@ -581,28 +584,15 @@ async fn default_values_render_secure_objects_the_server_accepts() -> Result<()>
             .unwrap()
     };
     let ts = by_name(vwc, "validate-taskspawners.hooks.kelos.dev");
-    let vtc = by_name(vwc, "validate-task-creates.hooks.kelos.dev");
-    let vtu = by_name(vwc, "validate-task-updates.hooks.kelos.dev");
     let mt = by_name(mwc, "mutate-tasks.hooks.kelos.dev");
-    for (w, path, resource, ops, policy) in [
-        (
-            &ts,
-            "/validate/taskspawners",
-            "taskspawners",
-            json!(["CREATE", "UPDATE"]),
-            "Fail",
-        ),
-        // Task CREATE fails open (an outage never blocks kelos), UPDATE fails closed.
-        (
-            &vtc,
-            "/validate/tasks",
-            "tasks",
-            json!(["CREATE"]),
-            "Ignore",
-        ),
-        (&vtu, "/validate/tasks", "tasks", json!(["UPDATE"]), "Fail"),
-        (&mt, "/mutate/tasks", "tasks", json!(["CREATE"]), "Ignore"),
-    ] {
+    // The Task annotation rules are a ValidatingAdmissionPolicy by default: one webhook call per
+    // Task CREATE (mutation), none per Task UPDATE.
+    assert_eq!(
+        vwc["webhooks"].as_array().map(Vec::len),
+        Some(1),
+        "no Task validating webhooks by default: {vwc}"
+    );
+    let check_webhook = |w: &Value, path: &str, resource: &str, ops: Value, policy: &str| {
         assert_eq!(
             w["clientConfig"]["service"],
             json!({"name": "kh-kelos-hooks-admission", "namespace": ns, "path": path, "port": 443})
@@ -627,7 +617,76 @@ async fn default_values_render_secure_objects_the_server_accepts() -> Result<()>
                 "every TaskSpawner is validated"
             );
         }
-    }
+    };
+    check_webhook(
+        &ts,
+        "/validate/taskspawners",
+        "taskspawners",
+        json!(["CREATE", "UPDATE"]),
+        "Fail",
+    );
+    check_webhook(&mt, "/mutate/tasks", "tasks", json!(["CREATE"]), "Ignore");
+    let policy = one(
+        &d,
+        "ValidatingAdmissionPolicy",
+        "kh-kelos-hooks-task-annotations",
+    );
+    let binding = one(
+        &d,
+        "ValidatingAdmissionPolicyBinding",
+        "kh-kelos-hooks-task-annotations",
+    );
+    let constraints = &policy["spec"]["matchConstraints"];
+    assert_eq!(
+        constraints["resourceRules"],
+        json!([{"apiGroups": ["kelos.dev"], "apiVersions": ["*"], "operations": ["CREATE", "UPDATE"],
+                "resources": ["tasks"]}])
+    );
+    assert_eq!(constraints["matchPolicy"], "Equivalent");
+    let dispatcher_rule = policy["spec"]["validations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["expression"].as_str().unwrap().to_owned())
+        .find(|e| e.contains("username"))
+        .unwrap();
+    assert!(
+        dispatcher_rule.contains(&format!(
+            r#"request.userInfo.username == "system:serviceaccount:{ns}:kh-kelos-hooks-dispatcher""#
+        )),
+        "{dispatcher_rule}"
+    );
+    assert_eq!(
+        binding["spec"]["policyName"],
+        "kh-kelos-hooks-task-annotations"
+    );
+    assert_eq!(binding["spec"]["validationActions"], json!(["Deny"]));
+    let matched = &binding["spec"]["matchResources"];
+    assert_eq!(matched["namespaceSelector"]["matchExpressions"], excluded);
+    assert_eq!(matched["objectSelector"], spawner_label);
+
+    // guard=Webhook (before Kubernetes 1.30): the rules as the two Task validating webhooks;
+    // Task CREATE fails open (an outage never blocks kelos), UPDATE fails closed.
+    let yaml_by_webhook = template(c, "kh", &ns, &["webhooks.tasks.guard=Webhook"]).await?;
+    let by_webhook = docs(&yaml_by_webhook);
+    assert!(of_kind(&by_webhook, "ValidatingAdmissionPolicy").is_empty());
+    assert!(of_kind(&by_webhook, "ValidatingAdmissionPolicyBinding").is_empty());
+    let vwc_by_webhook = one(
+        &by_webhook,
+        "ValidatingWebhookConfiguration",
+        "kh-kelos-hooks",
+    );
+    let vtc = by_name(vwc_by_webhook, "validate-task-creates.hooks.kelos.dev");
+    let vtu = by_name(vwc_by_webhook, "validate-task-updates.hooks.kelos.dev");
+    check_webhook(
+        &vtc,
+        "/validate/tasks",
+        "tasks",
+        json!(["CREATE"]),
+        "Ignore",
+    );
+    check_webhook(&vtu, "/validate/tasks", "tasks", json!(["UPDATE"]), "Fail");
+    server_dry_run(c, &yaml_by_webhook).await?;
     assert_eq!(mt["reinvocationPolicy"], "Never");
     // TaskSpawner UPDATEs that cannot express onCompletion: exact versions, Fail like validation.
     let mts = by_name(mwc, "mutate-taskspawners.hooks.kelos.dev");
@@ -913,7 +972,14 @@ async fn install_then_upgrade_keeps_the_patched_ca_bundle() -> Result<()> {
             get_json(c, &[kind, &format!("{fullname}-admission"), "-n", &ns]).await?;
         }
         let vwc = get_json(c, &["validatingwebhookconfiguration", &fullname]).await?;
-        assert_eq!(vwc["webhooks"].as_array().unwrap().len(), 3);
+        assert_eq!(vwc["webhooks"].as_array().unwrap().len(), 1);
+        let policy = format!("{fullname}-task-annotations");
+        get_json(c, &["validatingadmissionpolicy", &policy]).await?;
+        let binding = get_json(c, &["validatingadmissionpolicybinding", &policy]).await?;
+        assert_eq!(
+            binding["spec"]["matchResources"]["namespaceSelector"]["matchLabels"]["kelos-hooks.dev/test"],
+            "chart-matches-no-namespace"
+        );
         assert_eq!(
             vwc["webhooks"][0]["namespaceSelector"]["matchLabels"]["kelos-hooks.dev/test"],
             "chart-matches-no-namespace"
@@ -924,7 +990,7 @@ async fn install_then_upgrade_keeps_the_patched_ca_bundle() -> Result<()> {
         let admission_sa = format!("system:serviceaccount:{ns}:{fullname}-admission");
         let ca = "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCg==";
         for (kind, count) in [
-            ("validatingwebhookconfiguration", 3),
+            ("validatingwebhookconfiguration", 1),
             ("mutatingwebhookconfiguration", 2),
         ] {
             let ops: Vec<Value> = (0..count)
@@ -1002,11 +1068,13 @@ async fn install_then_upgrade_keeps_the_patched_ca_bundle() -> Result<()> {
         Ok::<(), anyhow::Error>(())
     };
     then_uninstall(c, &release, &ns, body).await?;
+    let policy = format!("{fullname}-task-annotations");
     let mut cmd = c.kubectl();
     cmd.args([
         "get",
-        "validatingwebhookconfiguration",
-        &fullname,
+        &format!("validatingwebhookconfiguration/{fullname}"),
+        &format!("validatingadmissionpolicy/{policy}"),
+        &format!("validatingadmissionpolicybinding/{policy}"),
         "--ignore-not-found",
         "-o",
         "name",
@@ -1014,7 +1082,7 @@ async fn install_then_upgrade_keeps_the_patched_ca_bundle() -> Result<()> {
     assert_eq!(
         run(cmd, "kubectl get").await?.trim(),
         "",
-        "uninstall removes the webhook configuration"
+        "uninstall removes the webhook configuration and the policy"
     );
     Ok(())
 }

@@ -274,9 +274,10 @@ async fn hooks_survive_kelos_and_fire_when_kelos_finishes_tasks() -> Result<()> 
     Ok(())
 }
 
-/// (b) kelos's own writes pass our webhooks: kelos adds and removes its Task finalizer by full
-/// Updates (our Task UPDATE webhook reviews and allows them), writes Task status, and deletes
-/// Jobs; our dispatcher's annotation writes do not get in its way. The spawner is created with
+/// (b) kelos's own writes pass our admission configuration: kelos adds and removes its Task
+/// finalizer by full Updates (judged by the chart's Task annotation policy inside the API server,
+/// never sent to our admission server), writes Task status, and deletes Jobs; our dispatcher's
+/// annotation writes do not get in its way. The spawner is created with
 /// kelos's finalizer already on, so this holds independently of test (a).
 #[tokio::test]
 async fn kelos_writes_pass_our_webhooks() -> Result<()> {
@@ -307,19 +308,21 @@ async fn kelos_writes_pass_our_webhooks() -> Result<()> {
     let (_, metrics) =
         kelos_hooks_tests::admission_server::probe(addon.admission_probe_port(), "/metrics")
             .await?;
-    let allowed_updates = metric(
-        &metrics,
-        r#"kelos_hooks_admission_requests_total{endpoint="validate-tasks",operation="UPDATE",allowed="true"}"#,
+    let reviewed_updates: f64 = ["true", "false"]
+        .iter()
+        .map(|allowed| {
+            metric(
+                &metrics,
+                &format!(
+                    r#"kelos_hooks_admission_requests_total{{endpoint="validate-tasks",operation="UPDATE",allowed="{allowed}"}}"#
+                ),
+            )
+        })
+        .sum();
+    assert_eq!(
+        reviewed_updates, 0.0,
+        "kelos's Task Updates must not wait on our admission server:\n{metrics}"
     );
-    let denied_updates = metric(
-        &metrics,
-        r#"kelos_hooks_admission_requests_total{endpoint="validate-tasks",operation="UPDATE",allowed="false"}"#,
-    );
-    assert!(
-        allowed_updates >= 2.0,
-        "our Task UPDATE webhook reviewed fewer than kelos's two finalizer Updates:\n{metrics}"
-    );
-    assert_eq!(denied_updates, 0.0, "{metrics}");
 
     // Deletion: kelos deletes the Job and removes its finalizer (another full Update).
     let name = name_of(&done[0].task);
@@ -335,8 +338,8 @@ async fn kelos_writes_pass_our_webhooks() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     eprintln!(
-        "[kelos] kelos's writes ({} as {}) passed our webhooks: finalizer added and removed, \
-         status written; {allowed_updates} Task UPDATE reviews allowed, none denied",
+        "[kelos] kelos's writes ({} as {}) passed our admission configuration: finalizer added \
+         and removed, status written, no Task UPDATE sent to our admission server",
         k.commit(),
         controller_user()
     );

@@ -18,7 +18,6 @@
 
 use std::fmt;
 
-use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::cache::{Lookup, SpawnerCache, SpawnerHooks};
@@ -69,14 +68,10 @@ impl fmt::Display for Identities {
 
 /// `spec.onCompletion` of an object, kept as written (`null` reads as absent).
 fn on_completion<'a>(object: Option<&Object<'a>>) -> Option<&'a RawValue> {
-    #[derive(Deserialize)]
-    struct Spec<'a> {
-        #[serde(borrow, rename = "onCompletion", default)]
-        on_completion: Option<&'a RawValue>,
-    }
-    let spec = object?.spec?;
-    let parsed: Spec<'a> = serde_json::from_str(spec.get()).ok()?;
-    parsed.on_completion.filter(|v| v.get().trim() != "null")
+    object?
+        .spec
+        .on_completion
+        .filter(|v| v.get().trim() != "null")
 }
 
 /// The version the client wrote in.

@@ -1,9 +1,9 @@
 //! The parts of an `admission.k8s.io/v1` AdmissionReview a decision reads, and the response.
 //!
 //! Plain serde derives over the request body: strings borrow from the body unless they hold
-//! escapes, every field no decision reads is skipped by serde, and each object's `spec` is kept as
-//! raw JSON text (`&RawValue`) for the endpoint that judges it, so a Task's prompt is scanned once
-//! and never copied.
+//! escapes, every field no decision reads is skipped by serde (a Task's prompt is scanned once,
+//! never copied), and a TaskSpawner's `spec.onCompletion` is kept as raw JSON text (`&RawValue`)
+//! until the rules read it.
 
 pub mod response;
 
@@ -212,16 +212,25 @@ pub struct UserInfo<'a> {
     pub username: Option<Str<'a>>,
 }
 
-/// An object under review: its metadata, and its `spec` as raw JSON for the endpoint that judges
-/// it (only TaskSpawner validation reads it).
+/// An object under review: its metadata, and what a decision reads of its `spec`.
 #[derive(Debug, Default, Deserialize)]
 pub struct Object<'a> {
     /// `metadata`.
     #[serde(borrow, default, deserialize_with = "null_as_default")]
     pub metadata: Metadata<'a>,
-    /// `spec`, exactly as in the body (`None` when absent).
-    #[serde(borrow, default)]
-    pub spec: Option<&'a RawValue>,
+    /// `spec` (`null` or absent reads as empty).
+    #[serde(borrow, default, deserialize_with = "null_as_default")]
+    pub spec: Spec<'a>,
+}
+
+/// The one `spec` field a decision reads: a TaskSpawner's `onCompletion` (a Task has none).
+/// Everything else of the spec, kelos's own fields, is skipped.
+#[derive(Debug, Default, Deserialize)]
+#[serde(expecting = "an object (the spec)")]
+pub struct Spec<'a> {
+    /// `spec.onCompletion`, exactly as in the body, for the rules to read as written.
+    #[serde(rename = "onCompletion", borrow, default)]
+    pub on_completion: Option<&'a RawValue>,
 }
 
 /// The metadata fields a decision reads.
@@ -314,9 +323,16 @@ mod tests {
             r.old_object.as_ref().unwrap().metadata.annotation("a"),
             Some("b")
         );
-        // The spec is kept as written, for the endpoint that judges it.
-        let spec: serde_json::Value = serde_json::from_str(o.spec.unwrap().get()).unwrap();
-        assert_eq!(spec["type"], "claude-code");
+        // A Task's spec holds nothing a decision reads.
+        assert!(o.spec.on_completion.is_none());
+        // A TaskSpawner's onCompletion is kept as written.
+        let body = fixtures::spawner_review("CREATE", fixtures::valid_hooks());
+        let r = parse(&body).unwrap();
+        let raw = r.object.unwrap().spec.on_completion.unwrap();
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(raw.get()).unwrap(),
+            fixtures::valid_hooks()
+        );
     }
 
     #[test]
@@ -418,6 +434,18 @@ mod tests {
             br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u",
                 "kind":{"group":"kelos.dev","version":"v1alpha2","kind":"Task"},"operation":"CREATE"}} x"#,
             "trailing",
+        );
+        // The CRD schema makes spec an object before any validating webhook runs.
+        let spec_5 = fixtures::review_json(
+            "CREATE",
+            "TaskSpawner",
+            json!({"metadata": {"name": "x"}, "spec": 5}),
+            None,
+            "u",
+        );
+        malformed(
+            &spec_5,
+            "invalid type: integer `5`, expected an object (the spec)",
         );
     }
 

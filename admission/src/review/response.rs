@@ -1,6 +1,7 @@
 //! The response side: a [`Decision`] and its `admission.k8s.io/v1` encoding.
 
 use serde::Serialize;
+use serde_json::value::RawValue;
 
 use super::{API_VERSION, KIND};
 use crate::patch::Patch;
@@ -81,9 +82,9 @@ struct Response<'a> {
     allowed: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     status: Option<&'a Status>,
-    /// Base64 of the JSON Patch (the admission API's `[]byte`).
+    /// Base64 of the JSON Patch (the admission API's `[]byte`), as a JSON string.
     #[serde(skip_serializing_if = "Option::is_none")]
-    patch: Option<&'a str>,
+    patch: Option<&'a RawValue>,
     #[serde(skip_serializing_if = "Option::is_none")]
     patch_type: Option<&'static str>,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
@@ -92,7 +93,7 @@ struct Response<'a> {
 
 /// Serialises the response review for `uid`.
 pub fn encode_response(uid: &str, decision: &Decision) -> Vec<u8> {
-    let patch = decision.patch.as_ref().map(Patch::base64);
+    let patch = decision.patch.as_ref().map(Patch::base64_json);
     let review = ResponseReview {
         api_version: API_VERSION,
         kind: KIND,

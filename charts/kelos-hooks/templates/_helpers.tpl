@@ -171,6 +171,24 @@ matchExpressions:
   {{- end }}
 {{- end }}
 
+{{/* clientConfig of one webhook: (dict "root" $ "path" "/mutate/tasks"). The chart's Service, or
+webhooks.url for an admission server outside the cluster (with webhooks.caBundle). */}}
+{{- define "kelos-hooks.webhookClientConfig" -}}
+{{- $w := .root.Values.webhooks }}
+{{- if $w.url }}
+url: {{ printf "%s%s" (trimSuffix "/" $w.url) .path | quote }}
+{{- with $w.caBundle }}
+caBundle: {{ . }}
+{{- end }}
+{{- else }}
+service:
+  name: {{ include "kelos-hooks.admission.fullname" .root }}
+  namespace: {{ .root.Release.Namespace }}
+  path: {{ .path }}
+  port: {{ .root.Values.admission.service.port }}
+{{- end }}
+{{- end }}
+
 {{/* Reject values combinations that would leave the webhooks without a working certificate. */}}
 {{- define "kelos-hooks.validate" -}}
 {{- $mode := .Values.certificates.mode }}

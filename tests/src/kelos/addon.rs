@@ -83,6 +83,7 @@ impl AddOn {
             .arg("--ca-file")
             .arg(&ca_file)
             .args(["--name", &config_name(ns), "--only-namespace", ns])
+            .args(["--dispatcher-identity", DISPATCHER_IDENTITY])
             .output()
             .await?;
         ensure!(
