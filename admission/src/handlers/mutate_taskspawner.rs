@@ -407,14 +407,14 @@ mod tests {
         .replace("kelos-controller\"", "kelos\\u002dcontroller\"");
         assert!(body.contains("\\u002d"));
         assert_eq!(outcome(&body, None), format!("restore {HOOKS}"));
-        // A spec that is not an object has no hooks to keep.
+        // A spec that is not an object is a malformed review (a 400), never a guess.
         let odd = review(
             "v1alpha2",
             CONTROLLER,
             json!({"spec": 5}),
             json!({"spec": "x"}),
         );
-        assert_eq!(outcome(&odd, None), "allow");
+        assert!(crate::review::parse(odd.as_bytes()).is_err());
     }
 
     #[test]
