@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The local demo (README's main job), on a fresh machine: builds the tools and the workspace,
 # starts a real control plane on 127.0.0.1, installs the CRDs, applies kelos example objects with
-# an onCompletion block, moves a Task to Succeeded as the kelos controller would, and cleans up.
+# an onCompletion block, moves a Task to Succeeded through its status; then the same with real
+# kelos (kelos-controller and kelos-spawner built from ../shared/kelos-src, installed from
+# kelos's chart, on a control plane of their own: tests/examples/kelos_demo.rs); cleans up.
 #
 #   hack/demo.sh            run the demo and stop everything it started
 #   hack/demo.sh --keep     leave the control plane running (stop: hack/cluster-down.sh --dir .run/demo)
@@ -18,7 +20,9 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "building the control-plane tools (cached per machine) and the workspace"
 hack/tools.sh >/dev/null
+hack/tools.sh --kelos >/dev/null
 cargo build --workspace --bins --quiet
+cargo build --quiet -p kelos-hooks-tests --example kelos_demo
 
 [[ -f $dir/apiserver.pid ]] && hack/cluster-down.sh --dir "$dir"
 stop_all() {
@@ -171,5 +175,10 @@ done
 echo "kelos.dev/webhook-deliveries: $(kubectl -n demo get task fix-bugs-42 -o jsonpath='{.metadata.annotations.kelos\.dev/webhook-deliveries}')"
 kubectl -n demo get tasks -o wide
 kubectl -n demo get events --field-selector involvedObject.name=fix-bugs-42
+
+step "the same on real kelos: kelos-controller and kelos-spawner, our chart's webhooks, a control plane of their own"
+# Not under the first control plane: kelos installs its own CRDs (two versions, conversion webhook).
+env -u KELOS_HOOKS_CLUSTER_DIR -u KELOS_HOOKS_KUBECONFIG target/debug/examples/kelos_demo \
+  || die "the real-kelos part of the demo failed (output above)"
 
 step "done in $((SECONDS - t0))s"
