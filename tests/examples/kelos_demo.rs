@@ -24,7 +24,9 @@ fn step(what: &str) {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    step("installing kelos from its chart (CRDs in two versions, conversion webhook) and starting kelos-controller");
+    step(
+        "installing kelos from its chart (CRDs in two versions, conversion webhook) and starting kelos-controller",
+    );
     let k = kelos().await?;
     println!("kelos {} from {}", k.commit(), k.source().display());
     let ns = k.namespace("demo-kelos").await?;
@@ -66,7 +68,9 @@ async fn main() -> Result<()> {
         );
     }
 
-    step("the Jobs end (one Succeeded, one Failed) as the Job controller writes it; kelos sets the Task phase");
+    step(
+        "the Jobs end (one Succeeded, one Failed) as the Job controller writes it; kelos sets the Task phase",
+    );
     let runs = [
         AgentRun::new(
             Phase::Succeeded,
@@ -102,6 +106,9 @@ async fn main() -> Result<()> {
         );
         println!("  {}", serde_json::to_string(&r.json())?);
     }
-    println!("\nkelos {} + kelos-hooks: 2 Tasks completed by kelos, 2 hooks delivered", k.commit());
+    println!(
+        "\nkelos {} + kelos-hooks: 2 Tasks completed by kelos, 2 hooks delivered",
+        k.commit()
+    );
     Ok(())
 }
