@@ -9,7 +9,9 @@ log_tag=test
 source "$(dirname "$0")/lib.sh"
 cd "$repo_root"
 
-cargo_args=(--workspace)
+# The whole run shows what passing tests printed too: the real-kelos tests log the kelos commit
+# and how each Task reached its terminal phase.
+cargo_args=(--workspace -- --show-output)
 [[ ${1:-} == -- ]] && { shift; cargo_args=("$@"); }
 
 t0=$SECONDS
