@@ -21,18 +21,11 @@ use futures::{StreamExt, stream};
 use kelos_hooks_shared::annotations::{ON_COMPLETION, encode_snapshot};
 use kelos_hooks_shared::api::{Hook, Phase, Task};
 use kelos_hooks_tests::receiver::Receiver;
+use kelos_hooks_tests::stats::percentile;
 use kelos_hooks_tests::tasks;
 use kelos_hooks_tests::{cluster, free_port};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx]
-}
 
 fn rss_mib(pid: u32, key: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

@@ -21,32 +21,10 @@ use futures::{StreamExt, TryStreamExt, stream};
 use kelos_hooks_shared::api::{Phase, Task};
 use kelos_hooks_tests::kelos::{AddOn, AgentRun, Kelos, cron_spawner, kelos};
 use kelos_hooks_tests::receiver::Receiver;
+use kelos_hooks_tests::stats::{ms, percentile, print_summary};
 use kube::api::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx]
-}
-
-fn summary(what: &str, mut ms: Vec<f64>) {
-    ms.sort_by(f64::total_cmp);
-    println!(
-        "RESULT {what}: n={} p50={:.1} ms p99={:.1} ms max={:.1} ms",
-        ms.len(),
-        percentile(&ms, 0.5),
-        percentile(&ms, 0.99),
-        ms.last().copied().unwrap_or(f64::NAN)
-    );
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
 
 fn hooks(url: &str) -> serde_json::Value {
     json!({"hooks": [{"name": "notify", "webhook": {"url": url}}]})
@@ -136,15 +114,15 @@ async fn delivery(k: &Kelos, n: usize) -> Result<()> {
         kelos_took.push(ms(s.saturating_duration_since(*j)));
     }
     ensure!(got.len() == n, "{} deliveries for {n} Tasks", got.len());
-    summary(
+    print_summary(
         "kelos terminal Task status (watch) -> delivery at the receiver",
         from_status,
     );
-    summary(
+    print_summary(
         "Job terminal status written -> delivery at the receiver",
         from_job,
     );
-    summary(
+    print_summary(
         "Job terminal status written -> kelos terminal Task status (watch)",
         kelos_took,
     );

@@ -10,8 +10,11 @@ pub mod helm;
 pub mod impersonate;
 pub mod kelos;
 pub mod kubectl;
+pub mod metrics;
 mod paths;
+pub mod process;
 pub mod receiver;
+pub mod stats;
 pub mod tasks;
 mod tls;
 

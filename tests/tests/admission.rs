@@ -18,6 +18,7 @@ use kelos_hooks_tests::admission_server::{
     admission_serve, probe, served_cert, server_log, spawn_logged, wait_ready,
 };
 use kelos_hooks_tests::kubectl::{kubectl, kubectl_apply};
+use kelos_hooks_tests::tasks::spawner_manifest;
 use kelos_hooks_tests::{Cluster, cluster, free_port, workspace_root};
 use kube::api::{Api, DynamicObject, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
@@ -171,7 +172,7 @@ impl Server {
     /// rules (policy or webhook), each seen refusing or rewriting a dry-run probe.
     async fn wait_effective(&self, c: &Cluster, ns: &str) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
-        let probe_spawner = spawner(
+        let probe_spawner = spawner_manifest(
             "probe",
             json!({"hooks": [{"name": "a", "webhook": {"url": "https://10.0.0.1/x"}}]}),
         );
@@ -277,20 +278,6 @@ fn pem_der(pem: &str) -> CertificateDer<'static> {
         .unwrap()
 }
 
-fn spawner(name: &str, on_completion: Value) -> Value {
-    let mut s = json!({
-        "apiVersion": "kelos.dev/v1alpha2", "kind": "TaskSpawner",
-        "metadata": {"name": name},
-        "spec": {"when": {"cron": {"schedule": "0 * * * *"}},
-                 "taskTemplate": {"type": "claude-code",
-                                  "credentials": {"type": "api-key", "secretRef": {"name": "k"}}}}
-    });
-    if !on_completion.is_null() {
-        s["spec"]["onCompletion"] = on_completion;
-    }
-    s
-}
-
 fn task(name: &str, spawner: Option<&str>, annotations: Value) -> Value {
     let mut t = json!({
         "apiVersion": "kelos.dev/v1alpha2", "kind": "Task",
@@ -372,7 +359,7 @@ async fn taskspawner_rules_are_enforced_at_apply_time() -> Result<()> {
         ),
     ];
     for (what, oc, path) in &cases {
-        let out = kubectl_apply(c, &ns, &spawner("bad", oc.clone()), &[]).await?;
+        let out = kubectl_apply(c, &ns, &spawner_manifest("bad", oc.clone()), &[]).await?;
         assert!(!out.ok, "{what}: apply should fail; stdout {}", out.stdout);
         assert!(
             out.stderr.contains("denied the request"),
@@ -430,7 +417,7 @@ async fn taskspawner_rules_are_enforced_at_apply_time() -> Result<()> {
         ),
     ];
     for (what, oc, path) in &schema_cases {
-        let out = kubectl_apply(c, &ns, &spawner("bad", oc.clone()), &[]).await?;
+        let out = kubectl_apply(c, &ns, &spawner_manifest("bad", oc.clone()), &[]).await?;
         assert!(!out.ok, "{what}: apply should fail");
         assert!(
             out.stderr.contains(path),
@@ -443,7 +430,7 @@ async fn taskspawner_rules_are_enforced_at_apply_time() -> Result<()> {
     let many = json!({"hooks": [hook("a", "https://10.0.0.1/x"), hook("b", "https://172.16.0.1/y"),
                                 hook("c", "https://[fd00::1]/z")]});
     for extra in [&[][..], &["--dry-run=server"][..]] {
-        let out = kubectl_apply(c, &ns, &spawner("many", many.clone()), extra).await?;
+        let out = kubectl_apply(c, &ns, &spawner_manifest("many", many.clone()), extra).await?;
         assert!(!out.ok);
         for path in [
             "hooks[0].webhook.url",
@@ -459,7 +446,7 @@ async fn taskspawner_rules_are_enforced_at_apply_time() -> Result<()> {
     }
 
     // Valid: created, stored as written.
-    let out = kubectl_apply(c, &ns, &spawner("good", good_hooks()), &[]).await?;
+    let out = kubectl_apply(c, &ns, &spawner_manifest("good", good_hooks()), &[]).await?;
     assert!(out.ok, "valid spawner refused: {}", out.stderr);
     let stored = dynamic(c, &ns, "TaskSpawner").await?.get("good").await?;
     assert_eq!(stored.data["spec"]["onCompletion"], good_hooks());
@@ -468,7 +455,7 @@ async fn taskspawner_rules_are_enforced_at_apply_time() -> Result<()> {
     let out = kubectl_apply(
         c,
         &ns,
-        &spawner(
+        &spawner_manifest(
             "allowed",
             json!({"hooks": [hook("a", "https://192.168.1.10/x")]}),
         ),
@@ -479,7 +466,7 @@ async fn taskspawner_rules_are_enforced_at_apply_time() -> Result<()> {
 
     // Legal but unwise: created, with kubectl's Warning line.
     let token = json!({"hooks": [hook("a", "https://hooks.example.com/x?token=s3cr3t-value")]});
-    let out = kubectl_apply(c, &ns, &spawner("warned", token), &[]).await?;
+    let out = kubectl_apply(c, &ns, &spawner_manifest("warned", token), &[]).await?;
     assert!(out.ok, "{}", out.stderr);
     assert!(
         out.stderr
@@ -491,7 +478,7 @@ async fn taskspawner_rules_are_enforced_at_apply_time() -> Result<()> {
     let out = kubectl_apply(
         c,
         &ns,
-        &spawner(
+        &spawner_manifest(
             "good",
             json!({"hooks": [hook("a", "http://x.example.com")]}),
         ),
@@ -526,9 +513,9 @@ async fn tasks_get_the_spawner_hooks_and_cannot_tamper_with_them() -> Result<()>
     let tasks = dynamic(c, &ns, "Task").await?;
 
     for n in [&ns, &other] {
-        let out = kubectl_apply(c, n, &spawner("sp", good_hooks()), &[]).await?;
+        let out = kubectl_apply(c, n, &spawner_manifest("sp", good_hooks()), &[]).await?;
         assert!(out.ok, "{}", out.stderr);
-        let out = kubectl_apply(c, n, &spawner("plain", Value::Null), &[]).await?;
+        let out = kubectl_apply(c, n, &spawner_manifest("plain", Value::Null), &[]).await?;
         assert!(out.ok, "{}", out.stderr);
     }
     let expected = snapshot_of(&good_hooks());
@@ -572,7 +559,7 @@ async fn tasks_get_the_spawner_hooks_and_cannot_tamper_with_them() -> Result<()>
     assert_eq!(annotation(c, &ns, "t3").await?, None);
     // A spawner and its Task created together (cache may not know the spawner yet).
     let both = json!({"apiVersion": "v1", "kind": "List", "items": [
-        spawner("fresh", json!({"hooks": [hook("f", "https://fresh.example.com/x")]})),
+        spawner_manifest("fresh", json!({"hooks": [hook("f", "https://fresh.example.com/x")]})),
         task("t4", Some("fresh"), Value::Null),
     ]});
     let out = kubectl_apply(c, &ns, &both, &[]).await?;
@@ -788,7 +775,7 @@ async fn annotation_rules_hold(
 async fn task_annotation_rules_hold_with_the_webhook_guard_too() -> Result<()> {
     let c = cluster().await?;
     let (mut server, ns) = Server::registered(c, "guard", &[], BY_WEBHOOK).await?;
-    let out = kubectl_apply(c, &ns, &spawner("sp", good_hooks()), &[]).await?;
+    let out = kubectl_apply(c, &ns, &spawner_manifest("sp", good_hooks()), &[]).await?;
     assert!(out.ok, "{}", out.stderr);
     let out = kubectl_apply(c, &ns, &task("t1", Some("sp"), Value::Null), &[]).await?;
     assert!(out.ok, "{}", out.stderr);
@@ -832,7 +819,7 @@ async fn rotated_certificate_is_served_without_restart() -> Result<()> {
     let out = kubectl_apply(
         c,
         &ns,
-        &spawner("bad", json!({"hooks": [hook("a", "https://10.0.0.1/x")]})),
+        &spawner_manifest("bad", json!({"hooks": [hook("a", "https://10.0.0.1/x")]})),
         &[],
     )
     .await?;
@@ -841,7 +828,7 @@ async fn rotated_certificate_is_served_without_restart() -> Result<()> {
         "{}",
         out.stderr
     );
-    let out = kubectl_apply(c, &ns, &spawner("good", good_hooks()), &[]).await?;
+    let out = kubectl_apply(c, &ns, &spawner_manifest("good", good_hooks()), &[]).await?;
     assert!(out.ok, "{}", out.stderr);
     let out = kubectl_apply(c, &ns, &task("t", Some("good"), Value::Null), &[]).await?;
     assert!(out.ok, "{}", out.stderr);
@@ -862,7 +849,7 @@ async fn rotated_certificate_is_served_without_restart() -> Result<()> {
 async fn stopped_server_fails_closed_for_spawners_and_open_for_tasks() -> Result<()> {
     let c = cluster().await?;
     let (mut server, ns) = Server::registered(c, "down", &[], BY_POLICY).await?;
-    let out = kubectl_apply(c, &ns, &spawner("sp", good_hooks()), &[]).await?;
+    let out = kubectl_apply(c, &ns, &spawner_manifest("sp", good_hooks()), &[]).await?;
     assert!(out.ok, "{}", out.stderr);
     let out = kubectl_apply(c, &ns, &task("before", Some("sp"), Value::Null), &[]).await?;
     assert!(out.ok, "{}", out.stderr);
@@ -877,7 +864,7 @@ async fn stopped_server_fails_closed_for_spawners_and_open_for_tasks() -> Result
     let status = server.wait_exit().await?;
     assert!(status.success(), "exit status {status}:\n{}", server.log());
 
-    let out = kubectl_apply(c, &ns, &spawner("after", good_hooks()), &[]).await?;
+    let out = kubectl_apply(c, &ns, &spawner_manifest("after", good_hooks()), &[]).await?;
     assert!(
         !out.ok,
         "TaskSpawner admitted without the validating webhook"

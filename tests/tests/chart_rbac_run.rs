@@ -30,20 +30,19 @@ use k8s_openapi::api::admissionregistration::v1::{
 use k8s_openapi::api::authorization::v1::{SelfSubjectRulesReview, SelfSubjectRulesReviewSpec};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::jiff::Timestamp;
 use kelos_hooks_shared::annotations::{DELIVERIES, REPORT_PHASE};
 use kelos_hooks_shared::api::{
-    Hook, OnCompletion, SecretKeyRef, SecretRef, Task, TaskSpawner, TaskSpawnerSpec,
+    OnCompletion, Phase, SecretKeyRef, SecretRef, Task, TaskSpawner, TaskSpawnerSpec,
 };
 use kelos_hooks_shared::deliveries::{Deliveries, HookState};
 use kelos_hooks_tests::admission_server::ca_bundles;
 use kelos_hooks_tests::helm::{self, helm_command};
 use kelos_hooks_tests::impersonate::{client_from, impersonating_kubeconfig};
 use kelos_hooks_tests::receiver::Receiver;
-use kelos_hooks_tests::tasks::{self, hook};
+use kelos_hooks_tests::tasks::{complete, create_secret, create_task, hook, wait_event};
 use kelos_hooks_tests::{Cluster, bin, cluster, free_port, workspace_root};
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams, WatchParams};
-use serde_json::{Value, json};
+use kube::api::{Api, ListParams, PostParams, WatchParams};
+use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// `--set` scoping installed webhooks to a namespace label no namespace has: they match nothing.
@@ -469,49 +468,6 @@ fn service_account(d: &Value) -> Result<String> {
         .context("Deployment without serviceAccountName")
 }
 
-async fn create_secret(
-    client: &kube::Client,
-    ns: &str,
-    name: &str,
-    data: &[(&str, &str)],
-) -> Result<()> {
-    let s: Secret = serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "stringData": data.iter().map(|(k, v)| ((*k).to_owned(), json!(v))).collect::<serde_json::Map<_, _>>(),
-    }))?;
-    Api::<Secret>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &s)
-        .await?;
-    Ok(())
-}
-
-async fn create_task(
-    api: &Api<Task>,
-    name: &str,
-    hooks: Option<&[Hook]>,
-    spawner: Option<&str>,
-) -> Result<()> {
-    api.create(
-        &PostParams::default(),
-        &tasks::task(name, None, hooks, spawner),
-    )
-    .await?;
-    Ok(())
-}
-
-/// Running, then Succeeded, through the status subresource, as the kelos controller does.
-async fn succeed(api: &Api<Task>, name: &str) -> Result<()> {
-    let now = Timestamp::now().to_string();
-    for status in [
-        json!({"status": {"phase": "Running", "startTime": now}}),
-        json!({"status": {"phase": "Succeeded", "message": "done", "completionTime": now}}),
-    ] {
-        api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
-            .await?;
-    }
-    Ok(())
-}
-
 /// Waits until every hook of Task `name` is Delivered and the phase reported.
 async fn wait_delivered(api: &Api<Task>, name: &str, hooks: &[&str], d: &Local) -> Result<()> {
     let deadline = Instant::now() + WAIT;
@@ -534,27 +490,6 @@ async fn wait_delivered(api: &Api<Task>, name: &str, hooks: &[&str], d: &Local) 
                 "Task {name} not delivered after {WAIT:?}: {ann:?}\n{}",
                 d.tail()
             );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// Waits for an Event about Task `task` with `reason`, reported by the dispatcher.
-async fn wait_event(client: &kube::Client, ns: &str, task: &str, reason: &str) -> Result<()> {
-    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let events = api.list(&ListParams::default()).await?.items;
-        if events.iter().any(|e| {
-            e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(task)
-                && e.reason.as_deref() == Some(reason)
-                && e.reporting_controller.as_deref() == Some("kelos-hooks-dispatcher")
-        }) {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            let seen: Vec<_> = events.iter().map(|e| (&e.reason, &e.regarding)).collect();
-            bail!("no {reason} Event for Task {task}; got {seen:?}");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -795,8 +730,8 @@ async fn binaries_run_on_the_installed_rbac_which_grants_nothing_more() -> Resul
     let hooks = [hook("plain", rx.url("/plain")), secret_hook];
     create_task(&tasks, "annotated", Some(&hooks), None).await?;
     create_task(&tasks, "orphan", None, Some("issues")).await?;
-    succeed(&tasks, "annotated").await?;
-    succeed(&tasks, "orphan").await?;
+    complete(&tasks, "annotated", Phase::Succeeded, Duration::ZERO).await?;
+    complete(&tasks, "orphan", Phase::Succeeded, Duration::ZERO).await?;
 
     wait_delivered(&tasks, "annotated", &["plain", "with-secrets"], &dispatcher).await?;
     wait_delivered(&tasks, "orphan", &["from-spawner"], &dispatcher).await?;
@@ -825,8 +760,20 @@ async fn binaries_run_on_the_installed_rbac_which_grants_nothing_more() -> Resul
             .header("webhook-signature")
             .is_none()
     );
-    wait_event(&admin, &tasks_ns, "annotated", "WebhookDelivered").await?;
-    wait_event(&admin, &tasks_ns, "orphan", "HooksFromSpawner").await?;
+    let events = wait_event(&admin, &tasks_ns, "annotated", "WebhookDelivered", "").await?;
+    ensure!(
+        events
+            .iter()
+            .any(|e| e.reason == "WebhookDelivered" && e.reporter == "kelos-hooks-dispatcher"),
+        "{events:?}"
+    );
+    let events = wait_event(&admin, &tasks_ns, "orphan", "HooksFromSpawner", "").await?;
+    ensure!(
+        events
+            .iter()
+            .any(|e| e.reason == "HooksFromSpawner" && e.reporter == "kelos-hooks-dispatcher"),
+        "{events:?}"
+    );
 
     // The Lease is renewed (update by name), not only created.
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -20,6 +20,7 @@ use kelos_hooks_tests::admission_server::{
 };
 use kelos_hooks_tests::impersonate::{client_from, write_impersonating_kubeconfig};
 use kelos_hooks_tests::kubectl::kubectl;
+use kelos_hooks_tests::tasks::spawner_manifest;
 use kelos_hooks_tests::{Cluster, bin, cluster, free_port, workspace_root};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::wait::{await_condition, conditions};
@@ -33,17 +34,7 @@ const CRD: &str = "taskspawners.kelos.dev";
 
 /// A TaskSpawner (valid for kelos's schema, both versions) with `hooks`.
 fn spawner_with(name: &str, hooks: Value) -> String {
-    json!({
-        "apiVersion": "kelos.dev/v1alpha2", "kind": "TaskSpawner",
-        "metadata": {"name": name},
-        "spec": {
-            "when": {"cron": {"schedule": "0 9 * * 1"}},
-            "taskTemplate": {"type": "claude-code", "promptTemplate": "Update the dependencies.",
-                             "credentials": {"type": "api-key", "secretRef": {"name": "anthropic-api-key"}}},
-            "onCompletion": {"hooks": hooks},
-        }
-    })
-    .to_string()
+    spawner_manifest(name, json!({"hooks": hooks})).to_string()
 }
 
 fn hook(name: &str, webhook: Value) -> Value {

@@ -6,7 +6,7 @@
 //! status subresource, as the kelos controller does.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow, bail};
@@ -14,18 +14,20 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kelos_hooks_shared::annotations::{DELIVERIES, REPORT_PHASE};
+use k8s_openapi::jiff::Timestamp;
+use kelos_hooks_shared::annotations::REPORT_PHASE;
 use kelos_hooks_shared::api::{
     Format, Hook, OnCompletion, Phase, SecretKeyRef, SecretRef, Task, TaskSpawner, TaskSpawnerSpec,
 };
-use kelos_hooks_shared::deliveries::{Deliveries, HookState};
+use kelos_hooks_shared::deliveries::HookState;
 use kelos_hooks_tests::dispatcher::Dispatcher;
 use kelos_hooks_tests::receiver::{Receiver, Recorded, Reply};
-use kelos_hooks_tests::tasks;
+use kelos_hooks_tests::tasks::{
+    self, SeenEvent, complete, create_secret, create_task, deliveries, wait_event,
+    wait_report_phase,
+};
 use kelos_hooks_tests::{bin, cluster};
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
@@ -41,132 +43,8 @@ fn hook(name: &str, url: String, phases: Option<Vec<Phase>>, format: Option<Form
     hook
 }
 
-fn now_rfc3339(ago: Duration) -> String {
-    let secs = i64::try_from(ago.as_secs()).unwrap();
-    Timestamp::now()
-        .checked_sub(SignedDuration::from_secs(secs))
-        .unwrap()
-        .to_string()
-}
-
-async fn create_task(
-    api: &Api<Task>,
-    name: &str,
-    hooks: Option<&[Hook]>,
-    spawner: Option<&str>,
-) -> Result<Task> {
-    let task = tasks::task(name, Some("opus"), hooks, spawner);
-    Ok(api.create(&PostParams::default(), &task).await?)
-}
-
-async fn complete(api: &Api<Task>, name: &str, phase: Phase, ago: Duration) -> Result<()> {
-    let status = json!({"status": {
-        "phase": "Running", "startTime": now_rfc3339(ago + Duration::from_secs(60)),
-    }});
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
-        .await?;
-    let status = json!({"status": {
-        "phase": phase.as_str(),
-        "message": format!("agent {}", phase.as_str().to_lowercase()),
-        "completionTime": now_rfc3339(ago),
-        "outputs": ["https://github.com/kelos-dev/demo/pull/7", "branch: fix-flaky"],
-        "results": {"pr": "7"},
-        "usage": {"costUSD": "0.42", "inputTokens": 1200, "outputTokens": 340},
-    }});
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
-        .await?;
-    Ok(())
-}
-
-fn deliveries(task: &Task) -> Deliveries {
-    let ann = task.metadata.annotations.clone().unwrap_or_default();
-    ann.get(DELIVERIES)
-        .and_then(|v| Deliveries::parse(v).ok())
-        .unwrap_or_else(|| Deliveries::new(Phase::Succeeded))
-}
-
-/// Waits for `kelos.dev/webhook-report-phase` = `phase`.
-async fn wait_reported(api: &Api<Task>, name: &str, phase: Phase, d: &Dispatcher) -> Result<Task> {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let t = api.get(name).await?;
-        let reported = t
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(REPORT_PHASE))
-            .cloned();
-        if reported.as_deref() == Some(phase.as_str()) {
-            return Ok(t);
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "Task {name}: report phase {reported:?} after {WAIT:?}; annotations {:?}\n{}",
-                t.metadata.annotations,
-                d.logs()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 fn uid(t: &Task) -> String {
     t.metadata.uid.clone().unwrap()
-}
-
-async fn secret(client: &kube::Client, ns: &str, name: &str, data: &[(&str, &str)]) -> Result<()> {
-    let s = Secret {
-        metadata: kube::api::ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
-        string_data: Some(
-            data.iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect::<BTreeMap<_, _>>(),
-        ),
-        ..Default::default()
-    };
-    Api::<Secret>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &s)
-        .await?;
-    Ok(())
-}
-
-/// (type, reason, note) of the Events regarding `task`, waiting until one with `reason` and a note
-/// containing `note` shows up (Events are published in the background).
-async fn events_with(
-    client: &kube::Client,
-    ns: &str,
-    task: &str,
-    reason: &str,
-    note: &str,
-) -> Result<Vec<(String, String, String)>> {
-    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let all: Vec<(String, String, String)> = api
-            .list(&ListParams::default())
-            .await?
-            .items
-            .into_iter()
-            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(task))
-            .map(|e| {
-                (
-                    e.type_.unwrap_or_default(),
-                    e.reason.unwrap_or_default(),
-                    e.note.unwrap_or_default(),
-                )
-            })
-            .collect();
-        if all.iter().any(|(_, r, n)| r == reason && n.contains(note)) {
-            return Ok(all);
-        }
-        if Instant::now() > deadline {
-            bail!("no {reason} Event with {note:?} for Task {task}; got {all:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// Standard Webhooks verification written independently of the dispatcher's code.
@@ -212,8 +90,8 @@ async fn delivers_every_format_with_phase_filters_secret_headers_and_signatures(
         "whsec_{}",
         STANDARD.encode(b"e2e signing key: 32 bytes long!!")
     );
-    secret(&client, &ns, "signing", &[("secret", &signing)]).await?;
-    secret(
+    create_secret(&client, &ns, "signing", &[("secret", &signing)]).await?;
+    create_secret(
         &client,
         &ns,
         "headers",
@@ -254,8 +132,8 @@ async fn delivers_every_format_with_phase_filters_secret_headers_and_signatures(
     let bad = create_task(&api, "bad", Some(&hooks), None).await?;
     complete(&api, "ok", Phase::Succeeded, Duration::ZERO).await?;
     complete(&api, "bad", Phase::Failed, Duration::ZERO).await?;
-    let ok_done = wait_reported(&api, "ok", Phase::Succeeded, &d).await?;
-    let bad_done = wait_reported(&api, "bad", Phase::Failed, &d).await?;
+    let ok_done = wait_report_phase(&api, "ok", Phase::Succeeded, WAIT, || d.logs()).await?;
+    let bad_done = wait_report_phase(&api, "bad", Phase::Failed, WAIT, || d.logs()).await?;
 
     // Phase filters: generic fires on both, cloud on Succeeded only, slack on Failed only.
     let g = rx.requests_to("/generic");
@@ -357,18 +235,18 @@ async fn delivers_every_format_with_phase_filters_secret_headers_and_signatures(
     assert_eq!(bd.phase, Phase::Failed);
     assert_eq!(bd.hooks.keys().collect::<Vec<_>>(), ["generic", "slack"]);
 
-    let events = events_with(&client, &ns, "ok", "WebhookHeadersIgnored", "").await?;
+    let events = wait_event(&client, &ns, "ok", "WebhookHeadersIgnored", "").await?;
     let ignored = events
         .iter()
-        .find(|(_, r, _)| r == "WebhookHeadersIgnored")
+        .find(|e| e.reason == "WebhookHeadersIgnored")
         .unwrap();
-    assert_eq!(ignored.0, "Warning");
+    assert_eq!(ignored.type_, "Warning");
     assert!(
-        ignored.2.contains("Webhook-Id") && ignored.2.contains("content-type"),
+        ignored.note.contains("Webhook-Id") && ignored.note.contains("content-type"),
         "{ignored:?}"
     );
-    let events = events_with(&client, &ns, "ok", "WebhookDelivered", "").await?;
-    for (_, _, note) in &events {
+    let events = wait_event(&client, &ns, "ok", "WebhookDelivered", "").await?;
+    for SeenEvent { note, .. } in &events {
         assert!(
             !note.contains("in-url") && !note.contains("/generic"),
             "URL path/query leaked: {note}"
@@ -424,7 +302,7 @@ async fn retries_failures_redirects_and_timeouts() -> Result<()> {
     let api: Api<Task> = Api::namespaced(client.clone(), &ns);
     let task = create_task(&api, "t", Some(&hooks), None).await?;
     complete(&api, "t", Phase::Succeeded, Duration::ZERO).await?;
-    let done = wait_reported(&api, "t", Phase::Succeeded, &d).await?;
+    let done = wait_report_phase(&api, "t", Phase::Succeeded, WAIT, || d.logs()).await?;
     let dl = deliveries(&done);
     let state = |h: &str| {
         let r = dl.get(h).unwrap();
@@ -490,26 +368,26 @@ async fn retries_failures_redirects_and_timeouts() -> Result<()> {
     // Other hooks failing or retrying never re-send a delivered one.
     assert_eq!(rx.requests_to("/steady").len(), 1);
 
-    let events = events_with(&client, &ns, "t", "WebhookFailed", "hook rejected").await?;
-    let failed: Vec<&(String, String, String)> = events
+    let events = wait_event(&client, &ns, "t", "WebhookFailed", "hook rejected").await?;
+    let failed: Vec<&SeenEvent> = events
         .iter()
-        .filter(|(_, r, _)| r == "WebhookFailed")
+        .filter(|e| e.reason == "WebhookFailed")
         .collect();
-    assert!(failed.iter().all(|(ty, _, _)| ty == "Warning"));
+    assert!(failed.iter().all(|e| e.type_ == "Warning"));
     let rejected = failed
         .iter()
-        .find(|(_, _, n)| n.contains("hook rejected"))
+        .find(|e| e.note.contains("hook rejected"))
         .expect("rejected Event");
-    assert!(rejected.2.contains("HTTP 400"), "{rejected:?}");
+    assert!(rejected.note.contains("HTTP 400"), "{rejected:?}");
     assert!(
-        rejected.2.contains(&format!("https://{}", rx.addr())),
+        rejected.note.contains(&format!("https://{}", rx.addr())),
         "{rejected:?}"
     );
     assert!(
-        !rejected.2.contains("s3cret") && !rejected.2.contains("/rejected"),
+        !rejected.note.contains("s3cret") && !rejected.note.contains("/rejected"),
         "URL not redacted: {rejected:?}"
     );
-    events_with(&client, &ns, "t", "WebhookRetrying", "").await?;
+    wait_event(&client, &ns, "t", "WebhookRetrying", "").await?;
     let (_, metrics) = d.get("/metrics").await?;
     assert!(
         metrics.contains("kelos_hooks_dispatcher_deliveries_total{outcome=\"failed\"} 3"),
@@ -569,20 +447,21 @@ async fn fallback_to_spawner_skips_old_tasks_and_blocks_private_addresses() -> R
     complete(&api, "old", Phase::Succeeded, Duration::from_secs(2 * 3600)).await?;
     complete(&api, "blocked", Phase::Failed, Duration::ZERO).await?;
 
-    let orphan = wait_reported(&api, "orphan", Phase::Succeeded, &d).await?;
+    let orphan = wait_report_phase(&api, "orphan", Phase::Succeeded, WAIT, || d.logs()).await?;
     assert_eq!(
         deliveries(&orphan).state("from-spawner"),
         HookState::Delivered
     );
     assert_eq!(rx.requests_to("/fallback").len(), 1);
-    let ev = events_with(&client, &ns, "orphan", "HooksFromSpawner", "").await?;
+    let ev = wait_event(&client, &ns, "orphan", "HooksFromSpawner", "").await?;
     assert!(
-        ev.iter()
-            .any(|(t, r, n)| t == "Normal" && r == "HooksFromSpawner" && n.contains("issues")),
+        ev.iter().any(|e| e.type_ == "Normal"
+            && e.reason == "HooksFromSpawner"
+            && e.note.contains("issues")),
         "{ev:?}"
     );
 
-    let old = wait_reported(&api, "old", Phase::Succeeded, &d).await?;
+    let old = wait_report_phase(&api, "old", Phase::Succeeded, WAIT, || d.logs()).await?;
     let rec = deliveries(&old);
     assert_eq!(rec.state("h"), HookState::Skipped);
     assert_eq!(rec.get("h").unwrap().attempts, 0);
@@ -590,9 +469,9 @@ async fn fallback_to_spawner_skips_old_tasks_and_blocks_private_addresses() -> R
         rx.requests_to("/old").is_empty(),
         "old Tasks must not be sent"
     );
-    events_with(&client, &ns, "old", "WebhookSkipped", "").await?;
+    wait_event(&client, &ns, "old", "WebhookSkipped", "").await?;
 
-    let blocked = wait_reported(&api, "blocked", Phase::Failed, &d).await?;
+    let blocked = wait_report_phase(&api, "blocked", Phase::Failed, WAIT, || d.logs()).await?;
     let rec = deliveries(&blocked);
     let h = rec.get("h").unwrap();
     assert_eq!(h.state, HookState::Failed);
@@ -606,9 +485,9 @@ async fn fallback_to_spawner_skips_old_tasks_and_blocks_private_addresses() -> R
         0,
         "no connection may be made to a blocked address"
     );
-    let ev = events_with(&client, &ns, "blocked", "WebhookFailed", "blocked range").await?;
+    let ev = wait_event(&client, &ns, "blocked", "WebhookFailed", "blocked range").await?;
     assert!(
-        ev.iter().any(|(_, _, n)| n.contains("blocked range")),
+        ev.iter().any(|e| e.note.contains("blocked range")),
         "{ev:?}"
     );
     Ok(())
@@ -696,7 +575,7 @@ async fn sigkill_at_random_points_loses_nothing_and_keeps_ids() -> Result<()> {
         }
     }
     for name in expected.values() {
-        let t = wait_reported(&api, name, Phase::Succeeded, &d).await?;
+        let t = wait_report_phase(&api, name, Phase::Succeeded, WAIT, || d.logs()).await?;
         assert_eq!(deliveries(&t).state("h"), HookState::Delivered, "{name}");
     }
     let mut per_id: HashMap<String, usize> = HashMap::new();
@@ -747,7 +626,7 @@ async fn two_replicas_send_once_and_fail_over() -> Result<()> {
         }
     };
     for name in batch("one").await? {
-        wait_reported(&api, &name, Phase::Succeeded, &a).await?;
+        wait_report_phase(&api, &name, Phase::Succeeded, WAIT, || a.logs()).await?;
     }
     let holder = leases
         .get("dispatcher")
@@ -768,7 +647,7 @@ async fn two_replicas_send_once_and_fail_over() -> Result<()> {
     leader.kill().await;
     let started = Instant::now();
     for name in batch("two").await? {
-        wait_reported(&api, &name, Phase::Succeeded, survivor).await?;
+        wait_report_phase(&api, &name, Phase::Succeeded, WAIT, || survivor.logs()).await?;
     }
     println!(
         "failover: second batch delivered {:?} after the leader was killed",
@@ -939,8 +818,8 @@ async fn losing_the_lease_stops_sending_and_cancels_in_flight_attempts() -> Resu
     );
 
     // The intruder never renews: once its Lease expires this replica leads again and finishes.
-    wait_reported(&api, "t1", Phase::Succeeded, &d).await?;
-    wait_reported(&api, "t2", Phase::Succeeded, &d).await?;
+    wait_report_phase(&api, "t1", Phase::Succeeded, WAIT, || d.logs()).await?;
+    wait_report_phase(&api, "t2", Phase::Succeeded, WAIT, || d.logs()).await?;
     let id1 = format!("{}_Succeeded_h", uid(&t1));
     let reqs = rx.requests_to("/lease");
     assert_eq!(
@@ -974,9 +853,9 @@ async fn a_rerun_to_another_phase_notifies_again_with_a_new_id() -> Result<()> {
     )
     .await?;
     complete(&api, "t", Phase::Failed, Duration::ZERO).await?;
-    wait_reported(&api, "t", Phase::Failed, &d).await?;
+    wait_report_phase(&api, "t", Phase::Failed, WAIT, || d.logs()).await?;
     complete(&api, "t", Phase::Succeeded, Duration::ZERO).await?;
-    let done = wait_reported(&api, "t", Phase::Succeeded, &d).await?;
+    let done = wait_report_phase(&api, "t", Phase::Succeeded, WAIT, || d.logs()).await?;
     let rec = deliveries(&done);
     assert_eq!(
         rec.phase,

@@ -10,14 +10,16 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
-use kelos_hooks_shared::annotations::{ON_COMPLETION, REPORT_PHASE};
+use anyhow::{Context, Result, ensure};
+use kelos_hooks_shared::annotations::ON_COMPLETION;
 use kelos_hooks_shared::api::{Phase, Task};
 use kelos_hooks_shared::deliveries::{Deliveries, HookState};
 use kelos_hooks_tests::kelos::{
     AddOn, AgentRun, Completion, Kelos, TASK_FINALIZER, controller_user, cron_spawner, kelos,
 };
+use kelos_hooks_tests::metrics::sample;
 use kelos_hooks_tests::receiver::{Receiver, Recorded};
+use kelos_hooks_tests::tasks::wait_report_phase;
 use kube::api::{Api, DeleteParams};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::{Value, json};
@@ -26,25 +28,6 @@ const WAIT: Duration = Duration::from_secs(60);
 const HOOK_PATH: &str = "/notify";
 fn hooks(url: &str) -> Value {
     json!({"hooks": [{"name": "notify", "webhook": {"url": url}}]})
-}
-
-/// Waits for `kelos.dev/webhook-report-phase` = `phase` on Task `name`.
-async fn wait_reported(api: &Api<Task>, name: &str, phase: Phase, addon: &AddOn) -> Result<Task> {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let t = api.get(name).await?;
-        let ann = t.metadata.annotations.clone().unwrap_or_default();
-        if ann.get(REPORT_PHASE).map(String::as_str) == Some(phase.as_str()) {
-            return Ok(t);
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "Task {name}: no report phase {phase:?} after {WAIT:?}; annotations {ann:?}\n{}",
-                addon.dispatcher.logs()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn name_of(t: &Task) -> String {
@@ -138,7 +121,10 @@ async fn spawn_run_and_check_deliveries(
     }
     let api: Api<Task> = Api::namespaced(k.cluster().client().await?, ns);
     for (done, run) in completions.iter().zip(agent_runs()) {
-        let t = wait_reported(&api, &name_of(&done.task), run.phase, addon).await?;
+        let t = wait_report_phase(&api, &name_of(&done.task), run.phase, WAIT, || {
+            addon.dispatcher.logs()
+        })
+        .await?;
         let ann = t.metadata.annotations.unwrap_or_default();
         let d = Deliveries::parse(&ann[kelos_hooks_shared::annotations::DELIVERIES])?;
         assert_eq!(d.hooks["notify"].state, HookState::Delivered);
@@ -311,7 +297,7 @@ async fn kelos_writes_pass_our_webhooks() -> Result<()> {
     let reviewed_updates: f64 = ["true", "false"]
         .iter()
         .map(|allowed| {
-            metric(
+            sample(
                 &metrics,
                 &format!(
                     r#"kelos_hooks_admission_requests_total{{endpoint="validate-tasks",operation="UPDATE",allowed="{allowed}"}}"#
@@ -361,12 +347,4 @@ async fn kelos_keeps_working_while_our_admission_server_is_down() -> Result<()> 
     addon.stop_admission().await?;
     spawn_run_and_check_deliveries(k, &ns, "daily", &rx, &addon, false).await?;
     Ok(())
-}
-
-/// The value of the Prometheus sample `series` (0 when absent).
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
 }

@@ -20,6 +20,7 @@ use kelos_hooks_tests::kelos::{
     AddOn, Kelos, SPAWNER_FINALIZER, controller_user, cron_spawner, install, kelos, spawner_api,
 };
 use kelos_hooks_tests::kubectl::kubectl;
+use kelos_hooks_tests::metrics::sample;
 use kelos_hooks_tests::receiver::Receiver;
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::DynamicObject;
@@ -81,12 +82,10 @@ fn reconciled(s: &DynamicObject) -> bool {
             .is_some_and(|n| !n.is_empty())
 }
 
-async fn metric(addon: &AddOn, series: &str) -> Result<u64> {
+/// A sample of the admission server's metrics.
+async fn metric(addon: &AddOn, series: &str) -> Result<f64> {
     let (_, text) = probe(addon.admission_probe_port(), "/metrics").await?;
-    Ok(text
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0))
+    Ok(sample(&text, series))
 }
 
 /// Our add-on for a fresh namespace of the kelos cluster.
@@ -120,7 +119,7 @@ async fn kelos_finalizer_update_keeps_the_hooks() -> Result<()> {
         s.metadata.managed_fields
     );
     ensure!(
-        metric(&addon, RESTORED).await? >= 1,
+        metric(&addon, RESTORED).await? >= 1.0,
         "our webhook restored nothing: kelos's Update never lacked the field?\n{}",
         addon.admission_log()
     );
@@ -176,7 +175,7 @@ async fn a_spawner_created_with_the_finalizer_needs_no_restore_and_survives_a_re
         );
     }
     ensure!(
-        metric(&addon, RESTORED).await? >= 2,
+        metric(&addon, RESTORED).await? >= 2.0,
         "{}",
         addon.admission_log()
     );
@@ -223,7 +222,7 @@ async fn v1alpha1_writes_never_lose_hooks() -> Result<()> {
         api.get("hooked").await?.data["spec"]["onCompletion"],
         on_completion
     );
-    ensure!(metric(&addon, REFUSED).await? >= 1);
+    ensure!(metric(&addon, REFUSED).await? >= 1.0);
     // Through v1alpha2 the same edit passes; a spawner without hooks takes v1alpha1 writes.
     let out = kubectl(
         c,

@@ -20,6 +20,8 @@ use kelos_hooks_tests::admission_server::{
     served_cert, server_log, spawn_logged, wait_ready,
 };
 use kelos_hooks_tests::kubectl::kubectl_apply;
+use kelos_hooks_tests::metrics::sample;
+use kelos_hooks_tests::tasks::spawner_manifest;
 use kelos_hooks_tests::{Cluster, cluster, free_port};
 use kube::api::{Api, PostParams};
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -238,14 +240,8 @@ fn der(pem: &[u8]) -> CertificateDer<'static> {
 }
 
 fn spawner(name: &str, url: &str) -> Value {
-    json!({
-        "apiVersion": "kelos.dev/v1alpha2", "kind": "TaskSpawner",
-        "metadata": {"name": name},
-        "spec": {"when": {"cron": {"schedule": "0 * * * *"}},
-                 "taskTemplate": {"type": "claude-code",
-                                  "credentials": {"type": "api-key", "secretRef": {"name": "k"}}},
-                 "onCompletion": {"hooks": [{"name": "notify", "webhook": {"url": url}}]}}
-    })
+    let hooks = json!({"hooks": [{"name": "notify", "webhook": {"url": url}}]});
+    spawner_manifest(name, hooks)
 }
 
 fn bad_spawner() -> Value {
@@ -255,14 +251,6 @@ fn bad_spawner() -> Value {
 
 fn good_spawner(name: &str) -> Value {
     spawner(name, "https://hooks.example.com/x")
-}
-
-/// The value of an exposition line starting with `prefix` (0 when absent).
-fn metric(text: &str, prefix: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(prefix))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 #[tokio::test]
@@ -293,26 +281,26 @@ async fn secret_is_created_once_bundle_patched_and_stable_across_restarts() -> R
     );
     let text = server.metrics().await?;
     assert_eq!(
-        metric(
+        sample(
             &text,
             r#"kelos_hooks_cert_secret_writes_total{action="create"} "#
         ),
-        1,
+        1.0,
         "{text}"
     );
     assert_eq!(
-        metric(
+        sample(
             &text,
             r#"kelos_hooks_ca_bundle_patches_total{kind="validating"} "#
         ),
-        1
+        1.0
     );
     assert_eq!(
-        metric(
+        sample(
             &text,
             r#"kelos_hooks_ca_bundle_patches_total{kind="mutating"} "#
         ),
-        1
+        1.0
     );
     // The API server trusts the patched caBundle: kubectl gets the webhook's verdict.
     setup.wait_effective(c, || server.log()).await?;
@@ -349,11 +337,11 @@ async fn secret_is_created_once_bundle_patched_and_stable_across_restarts() -> R
     let server = setup.start(c, setup.port, &[]).await?;
     let text = server.metrics().await?;
     assert_eq!(
-        metric(
+        sample(
             &text,
             r#"kelos_hooks_ca_bundle_patches_total{kind="mutating"} "#
         ),
-        1,
+        1.0,
         "{text}"
     );
     assert!(!text.contains("ca_bundle_patches_total{kind=\"validating\"}"));
@@ -441,17 +429,17 @@ async fn serving_certificate_is_renewed_before_expiry_from_the_same_ca() -> Resu
     }
     let text = server.metrics().await?;
     assert!(
-        metric(
+        sample(
             &text,
             r#"kelos_hooks_cert_secret_writes_total{action="renew_serving"} "#
-        ) >= 2,
+        ) >= 2.0,
         "{text}"
     );
     assert!(
-        metric(
+        sample(
             &text,
             r#"kelos_hooks_ca_bundle_patches_total{kind="validating"} "#
-        ) == 1,
+        ) == 1.0,
         "the bundle does not change with the serving certificate: {text}"
     );
     drop(server);
@@ -524,17 +512,17 @@ async fn ca_near_expiry_rotates_with_old_and_new_ca_in_the_bundle() -> Result<()
     }
     let text = server.metrics().await?;
     assert!(
-        metric(
+        sample(
             &text,
             r#"kelos_hooks_cert_secret_writes_total{action="rotate_ca"} "#
-        ) >= 1,
+        ) >= 1.0,
         "{text}"
     );
     assert!(
-        metric(
+        sample(
             &text,
             r#"kelos_hooks_ca_bundle_patches_total{kind="mutating"} "#
-        ) >= 2,
+        ) >= 2.0,
         "{text}"
     );
     drop(server);
@@ -572,16 +560,16 @@ async fn two_replicas_started_at_once_share_one_secret() -> Result<()> {
     let tls = data(&secret, "tls.crt");
     // Exactly one of them created the Secret; neither replaced it afterwards.
     let writes = |t: &str| {
-        metric(
+        sample(
             t,
             r#"kelos_hooks_cert_secret_writes_total{action="create"} "#,
-        ) + metric(
+        ) + sample(
             t,
             r#"kelos_hooks_cert_secret_writes_total{action="regenerate"} "#,
         )
     };
     let (ta, tb) = (a.metrics().await?, b.metrics().await?);
-    assert_eq!(writes(&ta) + writes(&tb), 1, "{ta}\n{tb}");
+    assert_eq!(writes(&ta) + writes(&tb), 1.0, "{ta}\n{tb}");
     assert_eq!(a.served(&ca).await?, der(&tls));
     assert_eq!(b.served(&ca).await?, der(&tls));
     assert_eq!(std::fs::read(b.cert_file())?, tls);

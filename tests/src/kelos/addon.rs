@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Result, bail, ensure};
 use kelos_hooks_certs::{Ca, San, write_pair};
 use kelos_hooks_shared::annotations::{ON_COMPLETION, SPAWNER_LABEL};
 use kube::ResourceExt;
@@ -21,6 +21,7 @@ use super::spawners::spawner_api;
 use crate::admission_server::{admission_serve, server_log, spawn_logged, wait_ready};
 use crate::dispatcher::Dispatcher;
 use crate::kubectl::kubectl;
+use crate::process::stop_gracefully;
 use crate::{free_port, workspace_root};
 
 /// The identity the dispatcher has here: the CN of the test cluster's admin certificate.
@@ -133,19 +134,7 @@ impl AddOn {
     /// Stops the admission server (SIGTERM, waits for it to exit) and leaves our webhook
     /// configurations registered: an outage as the API server sees it.
     pub async fn stop_admission(&mut self) -> Result<()> {
-        let Some(mut child) = self.admission.take() else {
-            return Ok(());
-        };
-        if let Some(pid) = child.id() {
-            Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status()
-                .await?;
-        }
-        tokio::time::timeout(Duration::from_secs(20), child.wait())
-            .await
-            .context("the admission server did not stop within 20s")??;
-        Ok(())
+        stop_gracefully(self.admission.take(), "the admission server").await
     }
 
     /// Deletes our webhook configurations (the API server stops calling them a moment later).

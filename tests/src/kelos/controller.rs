@@ -12,6 +12,7 @@ use anyhow::{Context, Result, bail};
 use tokio::process::{Child, Command};
 
 use crate::admission_server::{probe, served_cert};
+use crate::process::stop_gracefully;
 use crate::{free_port, workspace_root};
 
 /// controller-runtime's webhook port, fixed in kelos: one kelos-controller per machine.
@@ -171,19 +172,7 @@ impl Controller {
 
     /// SIGTERM (graceful, as a Pod deletion), and waits for the process to be gone.
     pub async fn stop(&mut self) -> Result<()> {
-        let Some(mut child) = self.child.take() else {
-            return Ok(());
-        };
-        if let Some(pid) = child.id() {
-            Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status()
-                .await?;
-        }
-        tokio::time::timeout(Duration::from_secs(20), child.wait())
-            .await
-            .context("kelos-controller did not stop within 20s")??;
-        Ok(())
+        stop_gracefully(self.child.take(), "kelos-controller").await
     }
 
     /// Stops it and starts a fresh process with the same configuration.
