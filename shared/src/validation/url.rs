@@ -37,6 +37,35 @@ pub fn validate_url(url: &str, path: &str, ctx: &Context, report: &mut Report) -
     check_url(url, &Path::Root(path), ctx, report)
 }
 
+/// Why a URL fails the hook URL rules: every violation, worded as admission words it (without a
+/// field path). Never holds the URL itself, which may carry a credential.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UrlRejected(pub Vec<String>);
+
+impl std::fmt::Display for UrlRejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the URL {}", self.0.join("; "))
+    }
+}
+
+impl std::error::Error for UrlRejected {}
+
+/// The one verdict on a hook URL, shared by admission's rules (through [`validate_url`] and the
+/// hook rules), the dispatcher at delivery time and `check-url`: every rule of [`validate_url`]
+/// (length, characters, absolute `https://`, a host, no user-info, port, blocked IP-literal and
+/// `localhost` hosts judged against `ctx.ip_policy`), in that order. Warnings (a credential-like
+/// query parameter, a fragment) are advice for the author and do not refuse the URL. The
+/// addresses a host name resolves to are judged by the caller that resolves it.
+pub fn judge_hook_url(url: &str, ctx: &Context) -> Result<Url, UrlRejected> {
+    let mut report = Report::default();
+    match check_url(url, &Path::Root(""), ctx, &mut report) {
+        Some(parsed) => Ok(parsed),
+        None => Err(UrlRejected(
+            report.errors.into_iter().map(|e| e.message).collect(),
+        )),
+    }
+}
+
 /// [`validate_url`] at a lazily built path (rendered only when something is reported).
 pub(crate) fn check_url(
     url: &str,
