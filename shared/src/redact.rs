@@ -123,10 +123,11 @@ fn redact_urls(text: &str) -> Cow<'_, str> {
     }
 }
 
-/// Whether `name` is a credential name (see [`CREDENTIAL_NAMES`]).
-fn is_credential_name(name: &str) -> bool {
+/// The entry of [`CREDENTIAL_NAMES`] that `name` (unquoted) is, ignoring ASCII case and reading
+/// `-` as `_`: the names redacted here and the query parameters the URL rules warn about.
+pub(crate) fn credential_name(name: &str) -> Option<&'static str> {
     let name = name.trim_matches(|c| c == '"' || c == '\'');
-    CREDENTIAL_NAMES.iter().any(|c| {
+    CREDENTIAL_NAMES.iter().copied().find(|c| {
         c.len() == name.len()
             && name.bytes().zip(c.bytes()).all(|(n, c)| {
                 (if n == b'-' {
@@ -136,6 +137,10 @@ fn is_credential_name(name: &str) -> bool {
                 }) == c
             })
     })
+}
+
+fn is_credential_name(name: &str) -> bool {
+    credential_name(name).is_some()
 }
 
 /// The values of credential-named pairs and the word after an authorization scheme.

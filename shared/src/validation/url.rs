@@ -6,25 +6,10 @@ use url::{Host, Url};
 
 use super::fields::Path;
 use super::{Context, Report};
+use crate::redact::credential_name;
 
 /// Longest URL accepted.
 pub(crate) const URL_MAX: usize = 2048;
-
-/// Query parameter names that usually carry a credential (compared case-insensitively, `-` as `_`).
-const CREDENTIAL_PARAMS: &[&str] = &[
-    "token",
-    "access_token",
-    "key",
-    "api_key",
-    "apikey",
-    "secret",
-    "password",
-    "passwd",
-    "sig",
-    "signature",
-    "auth",
-    "code",
-];
 
 /// Checks a webhook URL, adding every violation (and warning) at `path` to `report`. Returns the
 /// parsed URL only when it broke no rule.
@@ -293,11 +278,7 @@ fn warn_credential_params(parsed: &Url, path: &Path<'_>, report: &mut Report) {
     }
     let mut seen: Vec<&str> = Vec::new();
     for (name, _) in parsed.query_pairs() {
-        let Some(credential) = CREDENTIAL_PARAMS
-            .iter()
-            .copied()
-            .find(|param| same_param(&name, param))
-        else {
+        let Some(credential) = credential_name(&name) else {
             continue;
         };
         if !seen.contains(&credential) {
@@ -321,18 +302,6 @@ fn is_localhost(domain: &str) -> bool {
             && domain
                 .get(domain.len() - SUFFIX.len()..)
                 .is_some_and(|tail| tail.eq_ignore_ascii_case(SUFFIX)))
-}
-
-/// Whether query parameter `name` is `param` ignoring ASCII case and reading `-` as `_`.
-fn same_param(name: &str, param: &str) -> bool {
-    name.len() == param.len()
-        && name.bytes().zip(param.bytes()).all(|(n, p)| {
-            (if n == b'-' {
-                b'_'
-            } else {
-                n.to_ascii_lowercase()
-            }) == p
-        })
 }
 
 /// Any whitespace or control character. ASCII ones are `<= ' '` or DEL, checked bytewise; the
