@@ -1,5 +1,6 @@
 //! HTTP plumbing of the webhook port: body limits, AdmissionReview parsing, dispatch to the
-//! handlers, responses, metrics. Bad input gets HTTP 400 with `{"error": "..."}`, never a panic.
+//! handlers, responses, metrics. Bad input gets HTTP 400 with `{"error": "..."}` (a body over the
+//! limit 413), never a panic.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use kelos_hooks_shared::ip::IpPolicy;
 
+use crate::body::{BodyError, read_limited};
 use crate::cache::SpawnerCache;
 use crate::handlers::mutate_taskspawner::Identities;
 use crate::handlers::{mutate_task, mutate_taskspawner, validate_task, validate_taskspawner};
@@ -88,12 +90,21 @@ pub fn bad_request(message: &str) -> Response {
     )
 }
 
+/// HTTP 413 with a JSON error body, over HTTP/1.1 and HTTP/2 alike (see [`crate::body`]).
+fn too_large() -> Response {
+    json_response(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        serde_json::json!({
+            "error": format!("request body is larger than the limit of {MAX_BODY} bytes")
+        })
+        .to_string(),
+    )
+}
+
 async fn read_body(body: Body) -> Result<Bytes, Response> {
-    axum::body::to_bytes(body, MAX_BODY).await.map_err(|e| {
-        // to_bytes fails for over-limit bodies and broken streams alike.
-        bad_request(&format!(
-            "cannot read request body (limit {MAX_BODY} bytes): {e}"
-        ))
+    read_limited(body, MAX_BODY).await.map_err(|e| match e {
+        BodyError::TooLarge => too_large(),
+        BodyError::Broken(why) => bad_request(&format!("cannot read request body: {why}")),
     })
 }
 
@@ -362,10 +373,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn oversized_body_is_400() {
+    async fn oversized_body_is_413() {
         let big = vec![b' '; MAX_BODY + 1];
         let (status, v) = post(paths::MUTATE_TASKS, big).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
         assert!(v["error"].as_str().unwrap().contains("limit"));
     }
 

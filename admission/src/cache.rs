@@ -12,6 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kelos_hooks_shared::annotations::encode_snapshot;
 use kelos_hooks_shared::api::OnCompletion;
 use kelos_hooks_shared::ip::IpPolicy;
+use kelos_hooks_shared::redact::redact;
 use kelos_hooks_shared::validation::{Context, validate_on_completion};
 use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -52,7 +53,9 @@ impl SpawnerHooks {
         match OnCompletion::deserialize(value) {
             Ok(oc) if oc.hooks.is_empty() => SpawnerHooks::None,
             Ok(oc) => SpawnerHooks::Snapshot(Snapshot::new(&encode_snapshot(&oc.hooks))),
-            Err(e) => SpawnerHooks::Invalid(format!("spec.onCompletion: {e}").into()),
+            Err(e) => SpawnerHooks::Invalid(
+                format!("spec.onCompletion: {}", redact(&e.to_string())).into(),
+            ),
         }
     }
 }

@@ -4,6 +4,7 @@ use std::io::{Read, Write};
 use std::path::Path;
 
 use kelos_hooks_shared::ip::IpPolicy;
+use kelos_hooks_shared::redact::redact;
 use kelos_hooks_shared::validation::{Context, validate_task_spawner};
 use serde_json::Value;
 
@@ -138,7 +139,12 @@ pub fn run(args: &ValidateArgs) -> i32 {
         let docs = match parse_documents(&text) {
             Ok(d) => d,
             Err(e) => {
-                let _ = writeln!(out, "error: {label}: not valid YAML: {e}");
+                // The YAML reader may quote the document (CI logs keep this output).
+                let _ = writeln!(
+                    out,
+                    "error: {label}: not valid YAML: {}",
+                    redact(&e.to_string())
+                );
                 failed_io = true;
                 continue;
             }

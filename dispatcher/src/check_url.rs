@@ -1,4 +1,5 @@
-//! `check-url`: the delivery path's verdict on a URL, without sending anything.
+//! `check-url`: the delivery path's verdict on a URL (every hook URL rule admission applies, then
+//! every resolved address), without sending anything.
 
 use kelos_hooks_shared::ip::IpPolicy;
 use kelos_hooks_shared::redact::scheme_and_host;
@@ -53,7 +54,11 @@ mod tests {
         let allow = IpPolicy::from_cidrs(&["127.0.0.0/8", "::1/128"]).unwrap();
         match check("https://localhost:8443/x?token=s3cr3t", &deny, &lookup).await {
             Verdict::Blocked(line) => {
-                assert!(line.starts_with("blocked: localhost resolves to"), "{line}")
+                assert!(
+                    line.starts_with("blocked: the URL host localhost always means the local host"),
+                    "{line}"
+                );
+                assert!(!line.contains("s3cr3t"), "{line}");
             }
             v => panic!("{v:?}"),
         }
@@ -71,7 +76,16 @@ mod tests {
             matches!(check("https://127.0.0.1/", &deny, &lookup).await, Verdict::Blocked(l) if l.contains("127.0.0.0/8"))
         );
         assert!(
-            matches!(check("http://example.com/", &deny, &lookup).await, Verdict::Blocked(l) if l.contains("not https"))
+            matches!(check("http://example.com/", &deny, &lookup).await, Verdict::Blocked(l) if l.contains("must use https, not http"))
         );
+        // The rules admission applies, before any lookup: user-info is refused even where the
+        // address is allowed, and never echoed.
+        match check("https://u:hunter2@localhost:8443/x", &allow, &lookup).await {
+            Verdict::Blocked(line) => {
+                assert!(line.contains("must not contain credentials"), "{line}");
+                assert!(!line.contains("hunter2"), "{line}");
+            }
+            v => panic!("{v:?}"),
+        }
     }
 }

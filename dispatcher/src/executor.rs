@@ -8,6 +8,7 @@ use std::time::Duration;
 use chrono::Utc;
 use kelos_hooks_runtime::Health;
 use kelos_hooks_shared::api::Task;
+use kelos_hooks_shared::redact::redact;
 use kube::{Api, Client};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -251,7 +252,7 @@ impl Executor {
                 task_uid,
                 message,
                 error,
-            } => tracing::warn!(task_uid, error = %error, "{message}"),
+            } => tracing::warn!(task_uid, error = %redact(&error), "{message}"),
         }
     }
 

@@ -94,21 +94,32 @@ pub async fn wait_ready(
     }
 }
 
-/// The leaf certificate a fresh TLS handshake with 127.0.0.1:`port` gets, verified against the
-/// certificates of `ca_pem` (one CA or a bundle).
-pub async fn served_cert(port: u16, ca_pem: &[u8]) -> Result<CertificateDer<'static>> {
+/// A TLS connection to 127.0.0.1:`port` verified against the certificates of `ca_pem` (one CA or
+/// a bundle), offering the ALPN protocols `alpn` (none when empty).
+async fn tls_connect(
+    port: u16,
+    ca_pem: &[u8],
+    alpn: &[&[u8]],
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls_pemfile::certs(&mut &ca_pem[..]) {
         roots.add(c?)?;
     }
-    let config = rustls::ClientConfig::builder()
+    let mut config = rustls::ClientConfig::builder()
         .with_root_certificates(roots)
         .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    let tls = connector
+    Ok(connector
         .connect(ServerName::IpAddress(Ipv4Addr::LOCALHOST.into()), tcp)
-        .await?;
+        .await?)
+}
+
+/// The leaf certificate a fresh TLS handshake with 127.0.0.1:`port` gets, verified against the
+/// certificates of `ca_pem` (one CA or a bundle).
+pub async fn served_cert(port: u16, ca_pem: &[u8]) -> Result<CertificateDer<'static>> {
+    let tls = tls_connect(port, ca_pem, &[]).await?;
     Ok(tls
         .get_ref()
         .1
@@ -116,6 +127,60 @@ pub async fn served_cert(port: u16, ca_pem: &[u8]) -> Result<CertificateDer<'sta
         .context("no certificate")?[0]
         .clone()
         .into_owned())
+}
+
+/// The HTTP version of [`post_over`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Http {
+    /// HTTP/1.1 (ALPN `http/1.1`).
+    One,
+    /// HTTP/2 (ALPN `h2`), as the API server calls webhooks.
+    Two,
+}
+
+/// One `POST` of `body` (JSON) to `path` on 127.0.0.1:`port` over TLS (verified against
+/// `ca_pem`) with a raw hyper client speaking exactly `http`: the status and the whole response
+/// body. A stream reset or a connection closed before the answer is an error.
+pub async fn post_over(
+    http: Http,
+    port: u16,
+    ca_pem: &[u8],
+    path: &str,
+    body: Vec<u8>,
+) -> Result<(u16, Vec<u8>)> {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let alpn: &[u8] = match http {
+        Http::One => b"http/1.1",
+        Http::Two => b"h2",
+    };
+    let tls = tls_connect(port, ca_pem, &[alpn]).await?;
+    let negotiated = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+    anyhow::ensure!(
+        negotiated.as_deref() == Some(alpn),
+        "ALPN: asked for {:?}, got {:?}",
+        String::from_utf8_lossy(alpn),
+        negotiated.map(|n| String::from_utf8_lossy(&n).into_owned())
+    );
+    let io = TokioIo::new(tls);
+    let request = http::Request::post(format!("https://127.0.0.1:{port}{path}"))
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(body))?;
+    let response = match http {
+        Http::One => {
+            let (mut send, conn) = hyper::client::conn::http1::handshake(io).await?;
+            tokio::spawn(conn);
+            send.send_request(request).await?
+        }
+        Http::Two => {
+            let (mut send, conn) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
+            tokio::spawn(conn);
+            send.send_request(request).await?
+        }
+    };
+    let status = response.status().as_u16();
+    let body = axum::body::to_bytes(axum::body::Body::new(response.into_body()), 1 << 20).await?;
+    Ok((status, body.to_vec()))
 }
 
 /// Creates both webhook configurations.

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test support: a failed set-up should stop the test
 
+pub mod admission_local;
 pub mod admission_server;
 mod cluster;
 pub mod dispatcher;

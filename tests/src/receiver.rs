@@ -35,6 +35,9 @@ pub enum Reply {
     Hang,
     /// Wait, then answer with the status.
     Slow(Duration, u16),
+    /// Answer with this status and every request header echoed in the body (`name: value`
+    /// lines), as some receivers do in their error pages.
+    EchoHeaders(u16),
 }
 
 /// A recorded request.
@@ -222,6 +225,11 @@ async fn handle(
         .map(|b| b.to_vec())
         .unwrap_or_default();
     let path = parts.uri.path().to_owned();
+    let echoed: String = parts
+        .headers
+        .iter()
+        .map(|(n, v)| format!("{n}: {}\n", String::from_utf8_lossy(v.as_bytes())))
+        .collect();
     let reply = {
         let mut s = lock(&state);
         s.requests.push(Recorded {
@@ -262,6 +270,7 @@ async fn handle(
             tokio::time::sleep(d).await;
             response(s).body(Body::empty())
         }
+        Reply::EchoHeaders(s) => response(s).body(Body::from(echoed)),
     };
     Ok(resp.unwrap_or_else(|_| Response::new(Body::empty())))
 }

@@ -3,6 +3,7 @@
 
 pub mod mutate_task;
 pub mod mutate_taskspawner;
+pub mod ratchet;
 pub mod validate_task;
 pub mod validate_taskspawner;
 

@@ -6,12 +6,14 @@
 //! until the rules read it.
 
 pub mod response;
+pub mod warnings;
 
 use std::borrow::{Borrow, Cow};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Deref;
 
+use kelos_hooks_shared::redact::redact;
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
@@ -139,7 +141,8 @@ pub fn parse(body: &[u8]) -> Result<Request<'_>, ParseError> {
             |e| match serde_json::from_slice::<Envelope<'_>>(body).map(|envelope| envelope.check())
             {
                 Ok(Err(wrong)) => wrong,
-                _ => ParseError::Malformed(e.to_string()),
+                // serde quotes offending values, which may hold a credential.
+                _ => ParseError::Malformed(redact(&e.to_string()).into_owned()),
             },
         )?;
     Envelope {

@@ -1,9 +1,11 @@
 //! The response side: a [`Decision`] and its `admission.k8s.io/v1` encoding.
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::{API_VERSION, KIND};
+use super::{API_VERSION, KIND, warnings};
 use crate::patch::Patch;
 
 /// An admission decision, independent of the wire format.
@@ -15,7 +17,8 @@ pub struct Decision {
     pub status: Option<Status>,
     /// JSON Patch, mutating only.
     pub patch: Option<Patch>,
-    /// Warnings shown by kubectl.
+    /// Warnings shown by kubectl (capped in count and length when encoded, see
+    /// [`warnings::bounded`]).
     pub warnings: Vec<String>,
 }
 
@@ -88,10 +91,10 @@ struct Response<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     patch_type: Option<&'static str>,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    warnings: &'a [String],
+    warnings: Cow<'a, [String]>,
 }
 
-/// Serialises the response review for `uid`.
+/// Serialises the response review for `uid`, with the warnings bounded.
 pub fn encode_response(uid: &str, decision: &Decision) -> Vec<u8> {
     let patch = decision.patch.as_ref().map(Patch::base64_json);
     let review = ResponseReview {
@@ -103,7 +106,7 @@ pub fn encode_response(uid: &str, decision: &Decision) -> Vec<u8> {
             status: decision.status.as_ref(),
             patch,
             patch_type: patch.map(|_| "JSONPatch"),
-            warnings: &decision.warnings,
+            warnings: warnings::bounded(&decision.warnings),
         },
     };
     // Strings, bools and integers into a Vec: serialising cannot fail.

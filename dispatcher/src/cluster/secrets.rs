@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
 use kelos_hooks_shared::api::{SecretKeyRef, SecretRef};
+use kelos_hooks_shared::redact::redact;
 use kube::{Api, Client};
 
 use crate::error::{Error, Result};
@@ -70,7 +71,10 @@ impl Secrets {
             }
             Err(e) => {
                 return Err(Error::Secret {
-                    message: format!("reading Secret {namespace}/{name}: {e}"),
+                    message: format!(
+                        "reading Secret {namespace}/{name}: {}",
+                        redact(&e.to_string())
+                    ),
                     retryable: true,
                 });
             }

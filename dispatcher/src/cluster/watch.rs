@@ -8,6 +8,7 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kelos_hooks_shared::annotations::{DELIVERIES, ON_COMPLETION, REPORT_PHASE, SPAWNER_LABEL};
 use kelos_hooks_shared::api::{Task, TaskSpec, Worker};
+use kelos_hooks_shared::redact::redact;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use tokio::sync::mpsc::UnboundedSender;
@@ -92,7 +93,10 @@ pub async fn run(client: Client, namespace: Option<String>, tx: UnboundedSender<
         let event = match event {
             Ok(e) => e,
             Err(e) => {
-                tracing::warn!(error = %e, "Task watch error (retrying with backoff)");
+                tracing::warn!(
+                    error = %redact(&e.to_string()),
+                    "Task watch error (retrying with backoff)"
+                );
                 continue;
             }
         };

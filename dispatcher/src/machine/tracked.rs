@@ -12,7 +12,7 @@ use kelos_hooks_shared::annotations::{
 };
 use kelos_hooks_shared::api::{Hook, Phase, Task};
 use kelos_hooks_shared::deliveries::Deliveries;
-use kelos_hooks_shared::redact::scheme_and_host;
+use kelos_hooks_shared::redact::{redact, scheme_and_host};
 use kube::Resource;
 
 use super::{Effect, Machine, Metric, Note, Timer};
@@ -174,7 +174,9 @@ impl Machine {
                     reason: reason::BAD_ANNOTATION,
                     hook: String::new(),
                     message: format!(
-                        "annotation {ON_COMPLETION} is not valid ({e}); no webhooks are sent for this Task"
+                        "annotation {ON_COMPLETION} is not valid ({}); no webhooks are sent for this Task",
+                        // serde quotes the offending value, which may be a URL with a credential.
+                        redact(&e.to_string())
                     ),
                 }));
                 Hooks::Ready(Vec::new())

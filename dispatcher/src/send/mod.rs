@@ -95,6 +95,11 @@ impl Sender {
         }
         let ns = a.task.metadata.namespace.as_deref().unwrap_or("default");
         let webhook = &a.hook.webhook;
+        // The URL rules first: a refused URL is final whatever its Secrets hold, and they are
+        // not read for it. `post` judges again, so it stays safe on its own.
+        if let Err(refusal) = resolve::vet_url(&webhook.url, &self.http.policy) {
+            return Some(Outcome::refused(refusal, Duration::ZERO));
+        }
         let signing_key = match &webhook.signing_secret_ref {
             Some(r) => match self.secrets.signing_key(ns, r).await {
                 Ok(k) => Some(k),

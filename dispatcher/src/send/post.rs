@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
 
+use kelos_hooks_shared::redact::{redact, redact_known};
+
 use super::client::SafeClient;
 use super::resolve::{find_refusal, vet_url};
 use super::sign::SigningKey;
@@ -49,7 +51,8 @@ fn describe(err: &reqwest::Error) -> String {
     let mut detail = Vec::new();
     let mut cur = std::error::Error::source(err);
     while let Some(e) = cur {
-        let s = e.to_string();
+        // Sources may quote the URL or what the receiver sent.
+        let s = redact(&e.to_string()).into_owned();
         if !s.is_empty() && !detail.contains(&s) {
             detail.push(s);
         }
@@ -100,11 +103,14 @@ pub async fn post(client: &SafeClient, req: &Request<'_>, now: DateTime<Utc>) ->
                 Some(Err(_)) | None => break,
             }
         }
-        Ok::<_, reqwest::Error>((
-            status,
-            retry_after,
-            String::from_utf8_lossy(&excerpt).into_owned(),
-        ))
+        // The answer goes into Events: a receiver may echo what it got, Secret headers included.
+        let known: Vec<&str> = req
+            .extra_headers
+            .iter()
+            .filter_map(|(_, v)| v.to_str().ok())
+            .collect();
+        let excerpt = redact_known(&String::from_utf8_lossy(&excerpt), &known).into_owned();
+        Ok::<_, reqwest::Error>((status, retry_after, excerpt))
     };
     match tokio::time::timeout(req.timeout, send).await {
         Err(_) => Outcome::timed_out(req.timeout, started.elapsed()),
@@ -152,15 +158,44 @@ mod tests {
         assert_eq!(r.class, Class::Final);
         let e = r.error.unwrap();
         assert!(e.contains("127.0.0.0/8") && !e.contains("token"), "{e}");
-        // A name: judged by our resolver inside reqwest, and recognised through its error chain.
+        // localhost: always loopback, refused by the URL rules before any lookup.
         let r = post(&client, &req("https://localhost:9/x"), Utc::now()).await;
         assert_eq!(r.class, Class::Final, "{:?}", r.error);
-        assert!(r.error.unwrap().contains("localhost resolves to 127.0.0.1"));
+        assert!(
+            r.error
+                .unwrap()
+                .contains("host localhost always means the local host")
+        );
+        // A name: judged by our resolver inside reqwest, and recognised through its error chain.
+        let internal: crate::send::resolve::Lookup = std::sync::Arc::new(|_host: String| {
+            Box::pin(async { Ok(vec!["10.1.2.3".parse().unwrap()]) })
+                as crate::send::resolve::LookupFuture
+        });
+        let client =
+            SafeClient::new(IpPolicy::default(), internal, &[], Duration::from_secs(1)).unwrap();
+        let r = post(&client, &req("https://internal.example:9/x"), Utc::now()).await;
+        assert_eq!(r.class, Class::Final, "{:?}", r.error);
+        assert!(
+            r.error
+                .unwrap()
+                .contains("internal.example resolves to 10.1.2.3 is in blocked range 10.0.0.0/8")
+        );
+        // User-info: refused at delivery as at admission, and not echoed.
+        let open = IpPolicy::from_cidrs(&["127.0.0.0/8"]).unwrap();
+        let client = SafeClient::new(open, system_lookup(), &[], Duration::from_secs(1)).unwrap();
+        let r = post(&client, &req("https://u:hunter2@127.0.0.1:9/x"), Utc::now()).await;
+        assert_eq!(r.class, Class::Final);
+        let e = r.error.unwrap();
+        assert!(
+            e.contains("must not contain credentials") && !e.contains("hunter2"),
+            "{e}"
+        );
     }
 
     #[tokio::test]
     async fn allowed_but_unreachable_is_retried() {
-        let policy = IpPolicy::from_cidrs(&["127.0.0.0/8"]).unwrap();
+        // localhost is both loopbacks: allowing it takes both.
+        let policy = IpPolicy::from_cidrs(&["127.0.0.0/8", "::1/128"]).unwrap();
         let client = SafeClient::new(policy, system_lookup(), &[], Duration::from_secs(1)).unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()

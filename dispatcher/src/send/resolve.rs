@@ -2,7 +2,8 @@
 //!
 //! reqwest asks [`VettingResolver`] for a host's addresses and connects to exactly what it returns,
 //! so there is no second lookup a DNS rebinding could exploit. IP-literal hosts bypass resolvers in
-//! reqwest, so [`vet_url`] judges them before a request is built. `check-url` uses the same code.
+//! reqwest, so [`vet_url`] judges them (with every other URL rule) before a request is built.
+//! `check-url` uses the same code.
 
 use std::fmt;
 use std::future::Future;
@@ -11,6 +12,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use kelos_hooks_shared::ip::{Blocked, IpPolicy};
+use kelos_hooks_shared::validation::{Context, UrlRejected, judge_hook_url};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use url::{Host, Url};
 
@@ -35,25 +37,23 @@ pub fn system_lookup() -> Lookup {
 /// Why a URL's destination was refused or could not be found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
-    /// An address of the answer (or the literal host) is in a blocked range.
+    /// An address the host name resolved to is in a blocked range.
     Blocked {
         /// The host as written in the URL.
         host: String,
         /// The first blocked address and its range.
         blocked: Blocked,
     },
-    /// Not an absolute https:// URL with a host.
-    BadUrl(String),
+    /// The URL breaks a hook URL rule (scheme, host, user-info, port, blocked IP-literal host):
+    /// the shared verdict admission gives too.
+    Rules(UrlRejected),
 }
 
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Refusal::Blocked { host, blocked } if *host == blocked.ip.to_string() => {
-                write!(f, "{blocked}")
-            }
             Refusal::Blocked { host, blocked } => write!(f, "{host} resolves to {blocked}"),
-            Refusal::BadUrl(why) => f.write_str(why),
+            Refusal::Rules(rejected) => rejected.fmt(f),
         }
     }
 }
@@ -86,27 +86,23 @@ pub enum Target {
     Ip(IpAddr),
 }
 
-/// Checks the scheme and host and judges an IP-literal host.
+/// Applies every hook URL rule through the shared verdict admission uses
+/// ([`judge_hook_url`]): hooks reach the dispatcher from objects the validating webhook never saw
+/// (the spawner fallback, Tasks created before the webhooks were registered). An IP-literal host
+/// is judged there; a host name is judged by [`VettingResolver`] on every answer.
 pub fn vet_url(url: &str, policy: &IpPolicy) -> Result<(Url, Target), Refusal> {
-    let parsed = Url::parse(url).map_err(|e| Refusal::BadUrl(format!("not a valid URL: {e}")))?;
-    if parsed.scheme() != "https" {
-        return Err(Refusal::BadUrl(format!(
-            "scheme {} is not https",
-            parsed.scheme()
-        )));
-    }
+    let parsed = judge_hook_url(url, &Context { ip_policy: policy }).map_err(Refusal::Rules)?;
     let target = match parsed.host() {
-        None => return Err(Refusal::BadUrl("URL has no host".into())),
-        Some(Host::Domain(d)) => Target::Name(d.to_owned()),
         Some(Host::Ipv4(ip)) => Target::Ip(IpAddr::V4(ip)),
         Some(Host::Ipv6(ip)) => Target::Ip(IpAddr::V6(ip)),
+        Some(Host::Domain(d)) => Target::Name(d.to_owned()),
+        // The rules refuse a URL without a host; say so rather than panic if that ever changes.
+        None => {
+            return Err(Refusal::Rules(UrlRejected(vec![
+                "must have a host, as in https://hooks.example.com/path".into(),
+            ])));
+        }
     };
-    if let Target::Ip(ip) = target {
-        policy.judge(ip).map_err(|blocked| Refusal::Blocked {
-            host: ip.to_string(),
-            blocked,
-        })?;
-    }
     Ok((parsed, target))
 }
 
@@ -251,23 +247,22 @@ mod tests {
     #[test]
     fn literal_hosts_and_schemes() {
         let p = IpPolicy::default();
-        assert!(matches!(
-            vet_url("https://127.0.0.1:8443/x", &p),
-            Err(Refusal::Blocked { .. })
-        ));
-        assert!(matches!(
-            vet_url("https://[::1]/x", &p),
-            Err(Refusal::Blocked { .. })
-        ));
-        assert!(matches!(
-            vet_url("https://[::ffff:10.0.0.1]/x", &p),
-            Err(Refusal::Blocked { .. })
-        ));
-        assert!(matches!(
-            vet_url("http://example.com/", &p),
-            Err(Refusal::BadUrl(_))
-        ));
-        assert!(matches!(vet_url("not a url", &p), Err(Refusal::BadUrl(_))));
+        for url in [
+            "https://127.0.0.1:8443/x",
+            "https://[::1]/x",
+            "https://[::ffff:10.0.0.1]/x",
+            "https://localhost/x",
+        ] {
+            let err = vet_url(url, &p).unwrap_err();
+            assert!(matches!(err, Refusal::Rules(_)), "{url}: {err:?}");
+            assert!(err.to_string().contains("blocked range"), "{url}: {err}");
+        }
+        let err = vet_url("http://example.com/", &p).unwrap_err();
+        assert!(
+            err.to_string().contains("must use https, not http"),
+            "{err}"
+        );
+        assert!(matches!(vet_url("not a url", &p), Err(Refusal::Rules(_))));
         assert_eq!(
             vet_url("https://example.com/x", &p).unwrap().1,
             Target::Name("example.com".into())
@@ -278,5 +273,29 @@ mod tests {
         );
         let open = IpPolicy::from_cidrs(&["127.0.0.0/8"]).unwrap();
         assert!(vet_url("https://127.0.0.1:8443/x", &open).is_ok());
+    }
+
+    /// Every rule admission applies is applied at delivery, even where the address is allowed,
+    /// and the refusal never echoes the credential.
+    #[test]
+    fn every_admission_rule_applies_at_delivery() {
+        let open = IpPolicy::from_cidrs(&["127.0.0.0/8", "::1/128"]).unwrap();
+        for (url, why) in [
+            ("https://user:hunter2@127.0.0.1:8443/x", "credentials"),
+            ("https://:hunter2@localhost/x", "credentials"),
+            ("https://hunter2@example.com/x", "credentials"),
+            ("http://example.com/x", "https"),
+            ("HTTPS://example.com/x", "lowercase"),
+            ("https:///x", "host"),
+            ("https://example.com:0/x", "port 0"),
+            ("https://exa mple.com/x", "spaces"),
+            ("/relative?token=hunter2", "absolute"),
+        ] {
+            let err = vet_url(url, &open).unwrap_err().to_string();
+            assert!(err.contains(why), "{url}: {err}");
+            assert!(!err.contains("hunter2"), "{url}: {err}");
+        }
+        // Advice is not a refusal.
+        assert!(vet_url("https://example.com/x?token=t#f", &open).is_ok());
     }
 }

@@ -19,8 +19,9 @@ use serde_json::Value;
 use crate::annotations::ON_COMPLETION;
 use crate::api::{Hook, OnCompletion, Webhook};
 use crate::ip::IpPolicy;
+use crate::redact::redact;
 
-pub use self::url::validate_url;
+pub use self::url::{UrlRejected, judge_hook_url, validate_url};
 
 /// One rule violation at one field.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -167,7 +168,7 @@ pub fn validate_on_completion_json(json: &str, path: &str, ctx: &Context) -> Rep
         Ok(value) => validate_on_completion(&value, path, ctx),
         Err(e) => {
             let mut report = Report::default();
-            report.error(path, format!("unreadable: {e}"));
+            report.error(path, format!("unreadable: {}", redact(&e.to_string())));
             report
         }
     }
@@ -188,8 +189,9 @@ pub fn validate_snapshot(annotation: &str, ctx: &Context) -> Report {
         Err(e) => report.error(
             path,
             format!(
-                "not valid JSON ({e}); kelos-hooks writes this annotation at Task creation, remove it \
-                 rather than writing it by hand"
+                "not valid JSON ({}); kelos-hooks writes this annotation at Task creation, remove it \
+                 rather than writing it by hand",
+                redact(&e.to_string())
             ),
         ),
     }

@@ -6,25 +6,10 @@ use url::{Host, Url};
 
 use super::fields::Path;
 use super::{Context, Report};
+use crate::redact::credential_name;
 
 /// Longest URL accepted.
 pub(crate) const URL_MAX: usize = 2048;
-
-/// Query parameter names that usually carry a credential (compared case-insensitively, `-` as `_`).
-const CREDENTIAL_PARAMS: &[&str] = &[
-    "token",
-    "access_token",
-    "key",
-    "api_key",
-    "apikey",
-    "secret",
-    "password",
-    "passwd",
-    "sig",
-    "signature",
-    "auth",
-    "code",
-];
 
 /// Checks a webhook URL, adding every violation (and warning) at `path` to `report`. Returns the
 /// parsed URL only when it broke no rule.
@@ -35,6 +20,35 @@ const CREDENTIAL_PARAMS: &[&str] = &[
 /// the dispatcher judges every resolved address at delivery time.
 pub fn validate_url(url: &str, path: &str, ctx: &Context, report: &mut Report) -> Option<Url> {
     check_url(url, &Path::Root(path), ctx, report)
+}
+
+/// Why a URL fails the hook URL rules: every violation, worded as admission words it (without a
+/// field path). Never holds the URL itself, which may carry a credential.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UrlRejected(pub Vec<String>);
+
+impl std::fmt::Display for UrlRejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the URL {}", self.0.join("; "))
+    }
+}
+
+impl std::error::Error for UrlRejected {}
+
+/// The one verdict on a hook URL, shared by admission's rules (through [`validate_url`] and the
+/// hook rules), the dispatcher at delivery time and `check-url`: every rule of [`validate_url`]
+/// (length, characters, absolute `https://`, a host, no user-info, port, blocked IP-literal and
+/// `localhost` hosts judged against `ctx.ip_policy`), in that order. Warnings (a credential-like
+/// query parameter, a fragment) are advice for the author and do not refuse the URL. The
+/// addresses a host name resolves to are judged by the caller that resolves it.
+pub fn judge_hook_url(url: &str, ctx: &Context) -> Result<Url, UrlRejected> {
+    let mut report = Report::default();
+    match check_url(url, &Path::Root(""), ctx, &mut report) {
+        Some(parsed) => Ok(parsed),
+        None => Err(UrlRejected(
+            report.errors.into_iter().map(|e| e.message).collect(),
+        )),
+    }
 }
 
 /// [`validate_url`] at a lazily built path (rendered only when something is reported).
@@ -264,11 +278,7 @@ fn warn_credential_params(parsed: &Url, path: &Path<'_>, report: &mut Report) {
     }
     let mut seen: Vec<&str> = Vec::new();
     for (name, _) in parsed.query_pairs() {
-        let Some(credential) = CREDENTIAL_PARAMS
-            .iter()
-            .copied()
-            .find(|param| same_param(&name, param))
-        else {
+        let Some(credential) = credential_name(&name) else {
             continue;
         };
         if !seen.contains(&credential) {
@@ -292,18 +302,6 @@ fn is_localhost(domain: &str) -> bool {
             && domain
                 .get(domain.len() - SUFFIX.len()..)
                 .is_some_and(|tail| tail.eq_ignore_ascii_case(SUFFIX)))
-}
-
-/// Whether query parameter `name` is `param` ignoring ASCII case and reading `-` as `_`.
-fn same_param(name: &str, param: &str) -> bool {
-    name.len() == param.len()
-        && name.bytes().zip(param.bytes()).all(|(n, p)| {
-            (if n == b'-' {
-                b'_'
-            } else {
-                n.to_ascii_lowercase()
-            }) == p
-        })
 }
 
 /// Any whitespace or control character. ASCII ones are `<= ' '` or DEL, checked bytewise; the
