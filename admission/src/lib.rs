@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admission;
+pub mod authorize;
 pub mod cache;
 pub mod cli;
 pub mod crd_check;

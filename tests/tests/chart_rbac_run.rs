@@ -869,8 +869,8 @@ async fn binaries_run_on_the_installed_rbac_which_grants_nothing_more() -> Resul
     let common_dispatcher: &[(&str, &str, &str, &[&str])] = &[
         // watch Tasks (list+watch), re-read one before writing (get), record delivery (patch)
         ("kelos.dev", "tasks", "", &["get", "list", "watch", "patch"]),
-        // hooks of a Task without snapshot (get). list/watch are unused by the dispatcher (it reads
-        // spawners by name) but asserted by chart.rs; reads only, so kept.
+        // hooks of a Task without snapshot (get); list/watch: the watch for test requests
+        // (kelos.dev/webhook-test).
         ("kelos.dev", "taskspawners", "", &["get", "list", "watch"]),
         // the watch of the TaskSpawner CRD (by name)
         (
@@ -884,11 +884,19 @@ async fn binaries_run_on_the_installed_rbac_which_grants_nothing_more() -> Resul
         // secretRef / signingSecretRef: get by name only
         ("", "secrets", "", &["get"]),
     ];
+    let tests_lease = format!("{lease_name}-tests");
     let lease_rows: &[(&str, &str, &str, &[&str])] = &[
         (
             "coordination.k8s.io",
             "leases",
             &lease_name,
+            &["get", "update"],
+        ),
+        // which TaskSpawner test requests were answered
+        (
+            "coordination.k8s.io",
+            "leases",
+            &tests_lease,
             &["get", "update"],
         ),
         ("coordination.k8s.io", "leases", "", &["create"]),

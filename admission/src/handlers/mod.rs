@@ -3,6 +3,7 @@
 
 pub mod mutate_task;
 pub mod mutate_taskspawner;
+pub mod stamp_redelivery;
 pub mod validate_task;
 pub mod validate_taskspawner;
 

@@ -3,6 +3,7 @@
 
 mod answers;
 mod lifecycle;
+mod operate;
 mod replay;
 
 use std::sync::Arc;
