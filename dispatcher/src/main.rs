@@ -95,16 +95,16 @@ async fn send_test_main(args: cli::SendTestArgs) -> ExitCode {
     }
 }
 
+/// The SSRF-safe client of `run` and `send-test`: the address policy and trust of `net`.
+fn safe_client(net: &cli::NetArgs, timeout: Duration) -> Result<client::SafeClient> {
+    let policy = IpPolicy::from_cidrs(&net.allow_cidr)
+        .map_err(|e| Error::Config(format!("--allow-cidr: {e}")))?;
+    client::SafeClient::new(policy, resolve::system_lookup(), &net.ca_file, timeout)
+}
+
 async fn send_test(args: &cli::SendTestArgs) -> Result<bool> {
     use kelos_hooks_shared::api::TaskSpawner;
-    let policy = IpPolicy::from_cidrs(&args.net.allow_cidr)
-        .map_err(|e| Error::Config(format!("--allow-cidr: {e}")))?;
-    let http = client::SafeClient::new(
-        policy,
-        resolve::system_lookup(),
-        &args.net.ca_file,
-        args.request_timeout,
-    )?;
+    let http = safe_client(&args.net, args.request_timeout)?;
     let kube = kube::Client::try_default().await?;
     let api: kube::Api<TaskSpawner> = kube::Api::namespaced(kube.clone(), &args.namespace);
     let ts = api.get_opt(&args.spawner).await?.ok_or_else(|| {
@@ -176,8 +176,6 @@ async fn status_main(args: cli::StatusArgs) -> ExitCode {
 }
 
 async fn run(args: RunArgs) -> Result<()> {
-    let policy = IpPolicy::from_cidrs(&args.net.allow_cidr)
-        .map_err(|e| Error::Config(format!("--allow-cidr: {e}")))?;
     if args.backoff_base.is_zero() || args.backoff_max < args.backoff_base {
         return Err(Error::Config(
             "--backoff-base must be > 0 and <= --backoff-max".into(),
@@ -188,12 +186,7 @@ async fn run(args: RunArgs) -> Result<()> {
             "--lease-renew-interval must be shorter than 2/3 of --lease-duration".into(),
         ));
     }
-    let http = client::SafeClient::new(
-        policy,
-        resolve::system_lookup(),
-        &args.net.ca_file,
-        args.request_timeout,
-    )?;
+    let http = safe_client(&args.net, args.request_timeout)?;
     let kube = kube::Client::try_default().await?;
     let identity = args
         .lease_identity

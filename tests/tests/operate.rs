@@ -5,25 +5,23 @@
 //! verb) and refuses for one without.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::events::v1::Event;
-use kelos_hooks_certs::{Ca, San, write_pair};
 use kelos_hooks_shared::annotations::{
     DELIVERIES, REDELIVER, REDELIVER_BY, REPORT_PHASE, SPAWNER_LABEL, TEST,
 };
 use kelos_hooks_shared::api::{Hook, OnCompletion, Phase, Task, TaskSpawner, TaskSpawnerSpec};
 use kelos_hooks_shared::deliveries::{Deliveries, HookState};
-use kelos_hooks_tests::admission_server::{admission_serve, server_log, spawn_logged, wait_ready};
+use kelos_hooks_tests::admission_server::LocalAdmission;
 use kelos_hooks_tests::dispatcher::Dispatcher;
 use kelos_hooks_tests::helm::helm_command;
 use kelos_hooks_tests::impersonate::write_impersonating_kubeconfig;
 use kelos_hooks_tests::kubectl::{kubectl, kubectl_apply};
 use kelos_hooks_tests::receiver::{Receiver, Reply};
-use kelos_hooks_tests::{Cluster, bin, cluster, free_port, tasks, workspace_root};
+use kelos_hooks_tests::{Cluster, bin, cluster, tasks, workspace_root};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
@@ -328,55 +326,34 @@ async fn test_send_by_annotation_and_cli_status_view_and_health_events() -> Resu
 // Redelivery: the admission server (requester stamp) and the chart's Task guard registered for
 // this test's namespace, the dispatcher running as its ServiceAccount.
 
-struct Admission {
-    _child: tokio::process::Child,
-    dir: tempfile::TempDir,
-    manifests: String,
-}
-
-async fn start_admission(c: &Cluster, label: &str, dispatcher: &str) -> Result<Admission> {
+/// Our admission server for namespaces labelled `kelos-hooks.dev/test=<label>`, registered; the
+/// manifests registered (to delete them again).
+async fn start_admission(
+    c: &Cluster,
+    label: &str,
+    dispatcher: &str,
+) -> Result<(LocalAdmission, String)> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let dir = tempfile::tempdir()?;
-    let day = Duration::from_secs(86_400);
-    let ca = Ca::generate("kelos-hooks-e2e-operate", day)?;
-    let issued = ca.issue_server(
-        "kelos-hooks-admission",
-        &[San::Ip(IpAddr::V4(Ipv4Addr::LOCALHOST))],
-        day,
-    )?;
-    write_pair(dir.path(), "tls", &issued)?;
-    let ca_file = dir.path().join("ca.crt");
-    std::fs::write(&ca_file, ca.cert_pem())?;
-    let (port, probe_port) = (free_port(), free_port());
-    let mut cmd = admission_serve(c, port, probe_port, dir.path());
-    cmd.args(["--dispatcher-identity", dispatcher]);
-    let mut child = Some(spawn_logged(cmd, dir.path())?);
-    let path = dir.path().to_owned();
-    wait_ready(&mut child, probe_port, || server_log(&path)).await?;
-    let out = tokio::process::Command::new("bash")
-        .arg(workspace_root().join("hack/webhook-configs.sh"))
-        .args(["--url", &format!("https://127.0.0.1:{port}"), "--ca-file"])
-        .arg(&ca_file)
-        .args(["--name", label, "--dispatcher-identity", dispatcher])
-        .args([
+    let server = LocalAdmission::start(
+        c,
+        label,
+        &["--dispatcher-identity", dispatcher, "--allow-cidr", ALLOW],
+    )
+    .await?;
+    let selector = format!("kelos-hooks.dev/test={label}");
+    let manifests = server
+        .webhook_configs(&[
+            "--name",
+            label,
+            "--dispatcher-identity",
+            dispatcher,
             "--namespace-label",
-            &format!("kelos-hooks.dev/test={label}"),
+            &selector,
         ])
-        .output()
         .await?;
-    ensure!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let manifests = String::from_utf8(out.stdout)?;
     let applied = kubectl(c, &["apply", "-f", "-"], Some(&manifests)).await?;
     ensure!(applied.ok, "{}", applied.stderr);
-    Ok(Admission {
-        _child: child.context("admission server")?,
-        dir,
-        manifests,
-    })
+    Ok((server, manifests))
 }
 
 /// `kubectl annotate task NAME KEY=VALUE… --as USER` (server dry run when `dry`).
@@ -450,18 +427,13 @@ async fn redelivery_is_allowed_with_the_rbac_verb_refused_without_and_names_who_
     ]});
     let out = kubectl_apply(c, &ns, &rbac, &[]).await?;
     ensure!(out.ok, "{}", out.stderr);
-    let admission = start_admission(c, &label, &dispatcher).await?;
+    let (admission, manifests) = start_admission(c, &label, &dispatcher).await?;
     let result = redeliver_scenario(c, &client, &ns, kubeconfig.path()).await;
-    let result = result.map_err(|e| {
-        anyhow::anyhow!(
-            "{e:#}\nadmission log:\n{}",
-            server_log(admission.dir.path())
-        )
-    });
+    let result = result.map_err(|e| anyhow::anyhow!("{e:#}\nadmission log:\n{}", admission.log()));
     let _ = kubectl(
         c,
         &["delete", "--ignore-not-found", "-f", "-"],
-        Some(&admission.manifests),
+        Some(&manifests),
     )
     .await;
     let _ = kubectl(

@@ -193,21 +193,8 @@ impl Machine {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use crate::machine::tests::hook_on as hook;
     use chrono::TimeZone;
-    use kelos_hooks_shared::api::Webhook;
-
-    fn hook(name: &str, phases: Option<Vec<Phase>>) -> Hook {
-        Hook {
-            name: name.into(),
-            phases,
-            webhook: Webhook {
-                url: "https://h.example/x".into(),
-                secret_ref: None,
-                signing_secret_ref: None,
-                format: None,
-            },
-        }
-    }
 
     #[test]
     fn targets_are_the_named_hooks_that_fire_on_the_phase() {
