@@ -1147,7 +1147,8 @@ async fn install_then_upgrade_keeps_the_patched_ca_bundle() -> Result<()> {
         let ca = "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCg==";
         for (kind, count) in [
             ("validatingwebhookconfiguration", 1),
-            ("mutatingwebhookconfiguration", 2),
+            // TaskSpawner UPDATEs, Task CREATEs, redelivery requests (the requester stamp)
+            ("mutatingwebhookconfiguration", 3),
         ] {
             let ops: Vec<Value> = (0..count)
                 .map(|i| json!({"op": "add", "path": format!("/webhooks/{i}/clientConfig/caBundle"), "value": ca}))
