@@ -689,14 +689,15 @@ async fn binaries_run_on_the_installed_rbac_which_grants_nothing_more() -> Resul
             .get(&mwc_name)
             .await?;
         let bundles = ca_bundles(&v, &m);
-        // The TaskSpawner validating and mutating webhooks and the Task mutating webhook (the Task annotation rules are a
-        // ValidatingAdmissionPolicy, which calls no server).
-        if bundles.len() == 3 && bundles.iter().all(|b| b.as_deref() == Some(ca.as_slice())) {
+        // The TaskSpawner validating and mutating webhooks, the Task mutating webhook and the
+        // redelivery requester stamp (the Task annotation rules are a ValidatingAdmissionPolicy,
+        // which calls no server).
+        if bundles.len() == 4 && bundles.iter().all(|b| b.as_deref() == Some(ca.as_slice())) {
             break;
         }
         if Instant::now() > deadline {
             bail!(
-                "caBundle not patched: {} of 3 set\n{}",
+                "caBundle not patched: {} of 4 set\n{}",
                 bundles.iter().filter(|b| b.is_some()).count(),
                 admission.tail()
             );
