@@ -1,7 +1,8 @@
 //! kelos objects the tests create.
 
-use kelos_hooks_shared::annotations::{ON_COMPLETION, SPAWNER_LABEL, encode_snapshot};
-use kelos_hooks_shared::api::{Hook, Task, TaskSpec, Webhook};
+use kelos_hooks_shared::annotations::{DELIVERIES, ON_COMPLETION, SPAWNER_LABEL, encode_snapshot};
+use kelos_hooks_shared::api::{Hook, Phase, Task, TaskSpec, Webhook};
+use kelos_hooks_shared::deliveries::Deliveries;
 use serde_json::json;
 
 /// A webhook hook for every phase, no secrets, the default format.
@@ -44,4 +45,14 @@ pub fn task(
         task.metadata.labels = Some([(SPAWNER_LABEL.to_owned(), s.to_owned())].into());
     }
     task
+}
+
+/// The delivery state the dispatcher recorded on `task` (empty, for Succeeded, when none).
+pub fn deliveries(task: &Task) -> Deliveries {
+    task.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(DELIVERIES))
+        .and_then(|v| Deliveries::parse(v).ok())
+        .unwrap_or_else(|| Deliveries::new(Phase::Succeeded))
 }

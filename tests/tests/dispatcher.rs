@@ -16,14 +16,14 @@ use hmac::{Hmac, Mac};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kelos_hooks_shared::annotations::{DELIVERIES, REPORT_PHASE};
+use kelos_hooks_shared::annotations::REPORT_PHASE;
 use kelos_hooks_shared::api::{
     Format, Hook, OnCompletion, Phase, SecretKeyRef, SecretRef, Task, TaskSpawner, TaskSpawnerSpec,
 };
-use kelos_hooks_shared::deliveries::{Deliveries, HookState};
+use kelos_hooks_shared::deliveries::HookState;
 use kelos_hooks_tests::dispatcher::Dispatcher;
 use kelos_hooks_tests::receiver::{Receiver, Recorded, Reply};
-use kelos_hooks_tests::tasks;
+use kelos_hooks_tests::tasks::{self, deliveries};
 use kelos_hooks_tests::{bin, cluster};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
@@ -76,13 +76,6 @@ async fn complete(api: &Api<Task>, name: &str, phase: Phase, ago: Duration) -> R
     api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
         .await?;
     Ok(())
-}
-
-fn deliveries(task: &Task) -> Deliveries {
-    let ann = task.metadata.annotations.clone().unwrap_or_default();
-    ann.get(DELIVERIES)
-        .and_then(|v| Deliveries::parse(v).ok())
-        .unwrap_or_else(|| Deliveries::new(Phase::Succeeded))
 }
 
 /// Waits for `kelos.dev/webhook-report-phase` = `phase`.

@@ -10,17 +10,16 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::events::v1::Event;
-use kelos_hooks_shared::annotations::{
-    DELIVERIES, REDELIVER, REDELIVER_BY, REPORT_PHASE, SPAWNER_LABEL, TEST,
-};
+use kelos_hooks_shared::annotations::{REDELIVER, REDELIVER_BY, REPORT_PHASE, SPAWNER_LABEL, TEST};
 use kelos_hooks_shared::api::{Hook, OnCompletion, Phase, Task, TaskSpawner, TaskSpawnerSpec};
-use kelos_hooks_shared::deliveries::{Deliveries, HookState};
+use kelos_hooks_shared::deliveries::HookState;
 use kelos_hooks_tests::admission_server::LocalAdmission;
 use kelos_hooks_tests::dispatcher::Dispatcher;
 use kelos_hooks_tests::helm::helm_command;
 use kelos_hooks_tests::impersonate::write_impersonating_kubeconfig;
 use kelos_hooks_tests::kubectl::{kubectl, kubectl_apply};
 use kelos_hooks_tests::receiver::{Receiver, Reply};
+use kelos_hooks_tests::tasks::deliveries;
 use kelos_hooks_tests::{Cluster, bin, cluster, tasks, workspace_root};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
@@ -77,15 +76,6 @@ async fn completed_task(api: &Api<Task>, name: &str, spawner: &str, hooks: &[Hoo
     api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
         .await?;
     Ok(())
-}
-
-fn deliveries(t: &Task) -> Deliveries {
-    t.metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(DELIVERIES))
-        .and_then(|v| Deliveries::parse(v).ok())
-        .unwrap_or_else(|| Deliveries::new(Phase::Succeeded))
 }
 
 /// Waits until the Task is reported for Succeeded and `check` holds; the Task.
