@@ -69,6 +69,7 @@ fn state(dir: &Path) -> Result<AppState, Failure> {
             &kelos_hooks_admission::cli::DEFAULT_KELOS_IDENTITIES.map(String::from),
         ),
         metrics,
+        authorizer: Default::default(),
     })
 }
 

@@ -16,7 +16,9 @@ use kelos_hooks_shared::ip::IpPolicy;
 use crate::body::{BodyError, read_limited};
 use crate::cache::SpawnerCache;
 use crate::handlers::mutate_taskspawner::Identities;
-use crate::handlers::{mutate_task, mutate_taskspawner, validate_task, validate_taskspawner};
+use crate::handlers::{
+    mutate_task, mutate_taskspawner, stamp_redelivery, validate_task, validate_taskspawner,
+};
 use crate::metrics::{Endpoint, Metrics};
 use crate::review::{self, Decision, ParseError, Request};
 
@@ -33,6 +35,8 @@ pub mod paths {
     pub const VALIDATE_TASKS: &str = "/validate/tasks";
     /// TaskSpawner mutation (stored hooks kept on writes that cannot express them).
     pub const MUTATE_TASKSPAWNERS: &str = "/mutate/taskspawners";
+    /// Task UPDATE mutation: the requester of a redelivery stamped.
+    pub const STAMP_REDELIVERY: &str = "/mutate/tasks/redeliver";
 }
 
 /// What the handlers need, shared by every request.
@@ -48,6 +52,8 @@ pub struct AppState {
     pub kelos: Identities,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Answers "may this user redeliver this Task?" (guard=Webhook).
+    pub authorizer: crate::authorize::Authorizer,
 }
 
 /// The router of the webhook port: one route per [`Endpoint`].
@@ -70,6 +76,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             paths::MUTATE_TASKSPAWNERS,
             route(Endpoint::MutateTaskSpawners),
         )
+        .route(paths::STAMP_REDELIVERY, route(Endpoint::StampRedelivery))
         .with_state(state)
 }
 
@@ -133,19 +140,27 @@ pub async fn answer(
     let req = review::parse(body)?;
     let expected = match endpoint {
         Endpoint::ValidateTaskSpawners | Endpoint::MutateTaskSpawners => "TaskSpawner",
-        Endpoint::MutateTasks | Endpoint::ValidateTasks => "Task",
+        Endpoint::MutateTasks | Endpoint::ValidateTasks | Endpoint::StampRedelivery => "Task",
     };
     let decision = match kind_mismatch(&req, expected) {
         Some(d) => d,
         None => match endpoint {
             Endpoint::ValidateTaskSpawners => validate_taskspawner::decide(&req, &state.policy),
             Endpoint::ValidateTasks => {
-                validate_task::handle(&req, &state.cache, &state.policy, &state.dispatchers)
+                validate_task::handle(
+                    &req,
+                    &state.cache,
+                    &state.policy,
+                    &state.dispatchers,
+                    &state.authorizer,
+                )
+                .await
             }
             Endpoint::MutateTasks => mutate_task::handle(&req, &state.cache).await,
             Endpoint::MutateTaskSpawners => {
                 mutate_taskspawner::handle(&req, &state.cache, &state.kelos, &state.metrics).await
             }
+            Endpoint::StampRedelivery => stamp_redelivery::decide(&req),
         },
     };
     let out = review::encode_response(&req.uid, &decision);
@@ -228,6 +243,7 @@ mod tests {
             dispatchers: vec![fixtures::DISPATCHER.to_owned()],
             kelos: Identities::new(&[KELOS_CONTROLLER.to_owned()]),
             metrics: metrics.clone(),
+            authorizer: Default::default(),
         };
         (router(Arc::new(state)), metrics)
     }

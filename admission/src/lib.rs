@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admission;
+pub mod authorize;
 pub mod body;
 pub mod cache;
 pub mod cli;

@@ -163,6 +163,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
             .then(crd_extension::Extension::default),
     ));
 
+    let authorizer = kelos_hooks_admission::authorize::Authorizer::new(client.clone());
     let lookup = cache::api_lookup(client, policy.clone(), args.lookup_timeout);
     let state = Arc::new(AppState {
         cache: SpawnerCache::new(store, lookup, metrics.clone()),
@@ -170,6 +171,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         dispatchers: args.dispatcher_identity.clone(),
         kelos: kelos.clone(),
         metrics: metrics.clone(),
+        authorizer,
     });
 
     let probe = axum::serve(

@@ -22,14 +22,17 @@ pub enum Endpoint {
     ValidateTasks,
     /// `POST /mutate/taskspawners`
     MutateTaskSpawners,
+    /// `POST /mutate/tasks/redeliver`
+    StampRedelivery,
 }
 
 impl Endpoint {
-    const ALL: [Endpoint; 4] = [
+    const ALL: [Endpoint; 5] = [
         Endpoint::ValidateTaskSpawners,
         Endpoint::MutateTasks,
         Endpoint::ValidateTasks,
         Endpoint::MutateTaskSpawners,
+        Endpoint::StampRedelivery,
     ];
 
     /// Label value.
@@ -39,6 +42,7 @@ impl Endpoint {
             Endpoint::MutateTasks => "mutate-tasks",
             Endpoint::ValidateTasks => "validate-tasks",
             Endpoint::MutateTaskSpawners => "mutate-taskspawners",
+            Endpoint::StampRedelivery => "stamp-redelivery",
         }
     }
 

@@ -22,6 +22,45 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Resolve and judge a webhook URL exactly as a delivery would (exit 0 allowed, 1 blocked).
     CheckUrl(CheckUrlArgs),
+    /// Send one test notification (`type: kelos.task.test`) to each hook of a TaskSpawner, print
+    /// each receiver's answer and record it as an Event on the spawner (exit 0 all accepted, 1 not).
+    SendTest(SendTestArgs),
+    /// Show recent Tasks' delivery state per hook and each hook's health (read-only).
+    Status(StatusArgs),
+}
+
+/// `send-test` arguments.
+#[derive(Debug, Args)]
+pub struct SendTestArgs {
+    /// Namespace of the TaskSpawner.
+    #[arg(short = 'n', long, env = "KELOS_HOOKS_NAMESPACE")]
+    pub namespace: String,
+    /// The TaskSpawner.
+    #[arg(long)]
+    pub spawner: String,
+    /// Only this hook (default: every hook of the spawner).
+    #[arg(long)]
+    pub hook: Option<String>,
+    /// Timeout of each request.
+    #[arg(long, env = "KELOS_HOOKS_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+    /// Policy and trust (use the dispatcher's values: the test obeys the same rules).
+    #[command(flatten)]
+    pub net: NetArgs,
+}
+
+/// `status` arguments.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Namespace of the Tasks.
+    #[arg(short = 'n', long, env = "KELOS_HOOKS_NAMESPACE")]
+    pub namespace: String,
+    /// Only Tasks of this TaskSpawner.
+    #[arg(long)]
+    pub spawner: Option<String>,
+    /// Most recent Tasks shown.
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
 }
 
 /// Flags shared by `run` and `check-url`: the address policy and trust.
@@ -158,5 +197,23 @@ mod tests {
         assert_eq!(run.max_attempts, 3);
         assert_eq!(run.request_timeout, Duration::from_secs(10));
         assert!(Cli::try_parse_from(["d", "run", "--max-attempts", "0"]).is_err());
+        let cli = Cli::try_parse_from([
+            "d",
+            "send-test",
+            "-n",
+            "ns",
+            "--spawner",
+            "s",
+            "--hook",
+            "h",
+        ])
+        .unwrap();
+        let Command::SendTest(t) = cli.command else {
+            panic!("not send-test")
+        };
+        assert_eq!((t.namespace.as_str(), t.hook.as_deref()), ("ns", Some("h")));
+        assert!(Cli::try_parse_from(["d", "send-test", "-n", "ns"]).is_err());
+        let cli = Cli::try_parse_from(["d", "status", "-n", "ns"]).unwrap();
+        assert!(matches!(cli.command, Command::Status(s) if s.limit == 20 && s.spawner.is_none()));
     }
 }

@@ -18,12 +18,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cluster::events::Events;
 use crate::cluster::record::{self, Known};
+use crate::cluster::redeliver;
 use crate::cluster::secrets::Secrets;
 use crate::cluster::spawner::SpawnerHooks;
-use crate::machine::{Effect, Input, Machine, Metric, Note, Record, Rules, Timer};
-use crate::metrics::{Metrics, ResultLabel};
+use crate::cluster::test_ledger::{self, TestLedger};
+use crate::machine::{Effect, Input, Machine, Metric, Note, Record, Rules, SpawnerTest, Timer};
+use crate::metrics::{HookLabel, Metrics, ResultLabel};
 use crate::send::client::SafeClient;
 use crate::send::{SendLimits, Sender};
+use crate::test_send;
 
 /// Annotation writes in flight at once: a burst must not open thousands of API requests.
 const WRITE_SLOTS: usize = 32;
@@ -51,6 +54,8 @@ pub struct Settings {
     pub send: SendLimits,
     /// How long SIGTERM waits for in-flight attempts.
     pub shutdown_timeout: Duration,
+    /// Namespace and name of the Lease recording answered TaskSpawner test requests.
+    pub tests_lease: (String, String),
 }
 
 /// The loop's state.
@@ -61,6 +66,7 @@ pub struct Executor {
     kube: Client,
     sender: Arc<Sender>,
     spawners: Arc<SpawnerHooks>,
+    ledger: Arc<TestLedger>,
     write_slots: Arc<Semaphore>,
     events: Events,
     metrics: Arc<Metrics>,
@@ -98,6 +104,11 @@ impl Executor {
             tx,
             sender: Arc::new(Sender::new(http, secrets, settings.send, no_new.clone())),
             spawners: Arc::new(SpawnerHooks::new(kube.clone())),
+            ledger: Arc::new(TestLedger::new(
+                kube.clone(),
+                &settings.tests_lease.0,
+                settings.tests_lease.1.clone(),
+            )),
             kube,
             write_slots: Arc::new(Semaphore::new(WRITE_SLOTS)),
             events,
@@ -238,6 +249,24 @@ impl Executor {
                 });
             }
             Effect::Record(r) => self.record(r),
+            Effect::Redeliver(r) => {
+                self.metrics.redeliveries.inc();
+                let api: Api<Task> = Api::namespaced(
+                    self.kube.clone(),
+                    r.task.metadata.namespace.as_deref().unwrap_or("default"),
+                );
+                let tx = self.tx.clone();
+                let slots = self.write_slots.clone();
+                tokio::spawn(async move {
+                    let _slot = slots.acquire_owned().await;
+                    let result = redeliver::write(&api, &r).await;
+                    let _ = tx.send(Msg::Input(Input::Redelivered {
+                        redelivery: Box::new(r),
+                        result,
+                    }));
+                });
+            }
+            Effect::Test(test) => self.test(test),
             Effect::Timer { at, timer } => {
                 let delay = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
                 let tx = self.tx.clone();
@@ -280,6 +309,55 @@ impl Executor {
         });
     }
 
+    /// Answers a spawner's test request: one attempt per hook, an Event per result, then the value
+    /// recorded as answered on the spawner.
+    fn test(&self, test: SpawnerTest) {
+        let sender = self.sender.clone();
+        let events = self.events.clone();
+        let metrics = self.metrics.clone();
+        let ledger = self.ledger.clone();
+        let cancel = self.term.child_token();
+        tokio::spawn(async move {
+            let ns = test.spawner.namespace.clone().unwrap_or_default();
+            let name = test.spawner.name.clone().unwrap_or_default();
+            let key = test_ledger::key(&ns, &name);
+            match ledger.answered(&key, &test.value).await {
+                Ok(true) => return,
+                Ok(false) => {}
+                // Unknown: sending again is the lesser harm (a test is idempotent for receivers).
+                Err(e) => {
+                    tracing::warn!(spawner = %key, error = %e, "could not read the answered test requests")
+                }
+            }
+            let mut notes = Vec::new();
+            if test.hooks.is_empty() {
+                notes.push(test_send::no_hooks(&test.spawner));
+            }
+            let results = tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = test_send::send_all(&sender, &test, Utc::now()) => r,
+            };
+            for (hook, outcome) in &results {
+                let n = test_send::note(&test, hook, outcome.as_ref());
+                let result = if n.warning { "failed" } else { "delivered" };
+                metrics
+                    .tests
+                    .get_or_create(&ResultLabel {
+                        result: result.into(),
+                    })
+                    .inc();
+                notes.push(n);
+            }
+            for n in notes {
+                tracing::info!(spawner = %key, hook = %n.hook, reason = n.reason, "{}", n.message);
+                events.publish(n.object, n.warning, n.reason, &n.hook, n.message);
+            }
+            if let Err(e) = ledger.record(&key, &test.value).await {
+                tracing::warn!(spawner = %key, error = %e, "could not record the answered test request");
+            }
+        });
+    }
+
     fn publish(&self, n: Note) {
         let task_uid = n.object.uid.as_deref().unwrap_or_default();
         let task = format!(
@@ -317,6 +395,21 @@ impl Executor {
             }
             Metric::LeftToKelos => {
                 self.metrics.left_to_kelos.inc();
+            }
+            Metric::HookFailing {
+                namespace,
+                spawner,
+                hook,
+                failing,
+            } => {
+                self.metrics
+                    .hook_failing
+                    .get_or_create(&HookLabel {
+                        spawner_namespace: namespace,
+                        spawner,
+                        hook,
+                    })
+                    .set(i64::from(failing));
             }
         }
     }

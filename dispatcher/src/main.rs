@@ -10,6 +10,8 @@ mod executor;
 mod machine;
 mod metrics;
 mod send;
+mod status;
+mod test_send;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -40,6 +42,8 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::CheckUrl(args) => rt.block_on(check_url_main(args)),
+        Command::SendTest(args) => rt.block_on(send_test_main(args)),
+        Command::Status(args) => rt.block_on(status_main(args)),
         Command::Run(args) => {
             telemetry::init(args.log_format);
             match rt.block_on(run(*args)) {
@@ -78,9 +82,100 @@ async fn check_url_main(args: cli::CheckUrlArgs) -> ExitCode {
     }
 }
 
-async fn run(args: RunArgs) -> Result<()> {
-    let policy = IpPolicy::from_cidrs(&args.net.allow_cidr)
+/// `send-test`: exit 0 when every hook answered 2xx, 1 when one did not, 2 when nothing could be
+/// sent (bad flags, no such spawner or hook).
+async fn send_test_main(args: cli::SendTestArgs) -> ExitCode {
+    match send_test(&args).await {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The SSRF-safe client of `run` and `send-test`: the address policy and trust of `net`.
+fn safe_client(net: &cli::NetArgs, timeout: Duration) -> Result<client::SafeClient> {
+    let policy = IpPolicy::from_cidrs(&net.allow_cidr)
         .map_err(|e| Error::Config(format!("--allow-cidr: {e}")))?;
+    client::SafeClient::new(policy, resolve::system_lookup(), &net.ca_file, timeout)
+}
+
+async fn send_test(args: &cli::SendTestArgs) -> Result<bool> {
+    use kelos_hooks_shared::api::TaskSpawner;
+    let http = safe_client(&args.net, args.request_timeout)?;
+    let kube = kube::Client::try_default().await?;
+    let api: kube::Api<TaskSpawner> = kube::Api::namespaced(kube.clone(), &args.namespace);
+    let ts = api.get_opt(&args.spawner).await?.ok_or_else(|| {
+        Error::Config(format!(
+            "TaskSpawner {}/{} not found",
+            args.namespace, args.spawner
+        ))
+    })?;
+    let mut hooks = ts.hooks().to_vec();
+    if let Some(only) = &args.hook {
+        hooks.retain(|h| &h.name == only);
+        if hooks.is_empty() {
+            return Err(Error::Config(format!(
+                "TaskSpawner {}/{} has no hook {only:?}",
+                args.namespace, args.spawner
+            )));
+        }
+    }
+    if hooks.is_empty() {
+        return Err(Error::Config(format!(
+            "TaskSpawner {}/{} has no spec.onCompletion hooks",
+            args.namespace, args.spawner
+        )));
+    }
+    let mut spawner = machine::health::spawner_ref(&args.namespace, &args.spawner);
+    spawner.uid = ts.metadata.uid.clone();
+    let now = chrono::Utc::now();
+    let test = machine::SpawnerTest {
+        spawner,
+        value: format!("send-test-{}", now.timestamp_millis()),
+        hooks,
+    };
+    let limits = send::SendLimits {
+        max_concurrency: 8,
+        max_per_host: 8,
+        timeout: args.request_timeout,
+    };
+    let secrets = cluster::secrets::Secrets::new(kube.clone(), Duration::from_secs(5));
+    let sender = send::Sender::new(http, secrets, limits, CancellationToken::new());
+    let events = events::Events::new(kube, "send-test".into());
+    let mut all_ok = true;
+    for (hook, outcome) in test_send::send_all(&sender, &test, now).await {
+        let (ok, line) = test_send::describe(&hook, outcome.as_ref());
+        all_ok &= ok;
+        println!("{} {line}", if ok { "ok  " } else { "FAIL" });
+        let n = test_send::note(&test, &hook, outcome.as_ref());
+        events
+            .publish_now(&n.object, n.warning, n.reason, &n.hook, n.message)
+            .await;
+    }
+    Ok(all_ok)
+}
+
+async fn status_main(args: cli::StatusArgs) -> ExitCode {
+    let result = async {
+        let kube = kube::Client::try_default().await?;
+        status::run(kube, &args).await
+    };
+    match result.await {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(args: RunArgs) -> Result<()> {
     if args.backoff_base.is_zero() || args.backoff_max < args.backoff_base {
         return Err(Error::Config(
             "--backoff-base must be > 0 and <= --backoff-max".into(),
@@ -91,12 +186,7 @@ async fn run(args: RunArgs) -> Result<()> {
             "--lease-renew-interval must be shorter than 2/3 of --lease-duration".into(),
         ));
     }
-    let http = client::SafeClient::new(
-        policy,
-        resolve::system_lookup(),
-        &args.net.ca_file,
-        args.request_timeout,
-    )?;
+    let http = safe_client(&args.net, args.request_timeout)?;
     let kube = kube::Client::try_default().await?;
     let identity = args
         .lease_identity
@@ -180,6 +270,10 @@ async fn run(args: RunArgs) -> Result<()> {
             timeout: args.request_timeout,
         },
         shutdown_timeout: args.shutdown_timeout,
+        tests_lease: (
+            args.lease_namespace.clone(),
+            format!("{}-tests", args.lease_name),
+        ),
     };
     let executor = executor::Executor::new(
         settings,
@@ -190,6 +284,11 @@ async fn run(args: RunArgs) -> Result<()> {
         health.clone(),
         tx.clone(),
     );
+    let spawner_watch_task = tokio::spawn(cluster::spawner_watch::run(
+        kube.clone(),
+        args.namespace.clone(),
+        tx.clone(),
+    ));
     let watch_task = tokio::spawn(watch::run(kube.clone(), args.namespace.clone(), tx));
     let loop_task = tokio::spawn(executor.run(rx, leader_rx, shutdown.clone()));
 
@@ -198,6 +297,7 @@ async fn run(args: RunArgs) -> Result<()> {
     shutdown.cancel();
     let _ = loop_task.await;
     watch_task.abort();
+    spawner_watch_task.abort();
     lease_stop.cancel();
     if let Some(t) = lease_task {
         let _ = tokio::time::timeout(Duration::from_secs(5), t).await;

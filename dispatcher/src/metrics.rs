@@ -24,6 +24,17 @@ pub struct ResultLabel {
     pub result: String,
 }
 
+/// Labels of per-hook health gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HookLabel {
+    /// Namespace of the TaskSpawner (not `namespace`: Prometheus sets that to the scraped Pod's).
+    pub spawner_namespace: String,
+    /// TaskSpawner.
+    pub spawner: String,
+    /// Hook name.
+    pub hook: String,
+}
+
 /// Every metric the dispatcher exports.
 pub struct Metrics {
     /// Hooks that reached a final state, by outcome.
@@ -48,6 +59,12 @@ pub struct Metrics {
     pub left_to_kelos: Counter,
     /// Delivery-state writes that failed (retried).
     pub state_write_errors: Counter<u64, AtomicU64>,
+    /// 1 while a spawner's hook is failing (several failed attempts in a row), else 0.
+    pub hook_failing: Family<HookLabel, Gauge>,
+    /// Test notifications sent, by result.
+    pub tests: Family<ResultLabel, Counter>,
+    /// Redelivery requests acted on.
+    pub redeliveries: Counter,
     registry: Registry,
 }
 
@@ -123,7 +140,28 @@ impl Metrics {
             "Failed writes of the delivery annotation",
             state_write_errors.clone(),
         );
+        let hook_failing = Family::<HookLabel, Gauge>::default();
+        registry.register(
+            "hook_failing",
+            "1 while a TaskSpawner's hook is failing (several failed attempts in a row across its Tasks)",
+            hook_failing.clone(),
+        );
+        let tests = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "test_sends",
+            "Test notifications sent (kelos.dev/webhook-test, send-test), by result",
+            tests.clone(),
+        );
+        let redeliveries = Counter::default();
+        registry.register(
+            "redeliveries",
+            "Redelivery requests (kelos.dev/webhook-redeliver) acted on",
+            redeliveries.clone(),
+        );
         Metrics {
+            hook_failing,
+            tests,
+            redeliveries,
             deliveries,
             retries,
             attempt_duration,
@@ -170,6 +208,20 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("kelos_hooks_dispatcher_leader 1"), "{text}");
+        m.hook_failing
+            .get_or_create(&HookLabel {
+                spawner_namespace: "n".into(),
+                spawner: "s".into(),
+                hook: "h".into(),
+            })
+            .set(1);
+        let text = m.encode();
+        assert!(
+            text.contains(
+                "kelos_hooks_dispatcher_hook_failing{spawner_namespace=\"n\",spawner=\"s\",hook=\"h\"} 1"
+            ),
+            "{text}"
+        );
         assert!(
             text.contains("kelos_hooks_dispatcher_completion_to_delivery_seconds"),
             "{text}"

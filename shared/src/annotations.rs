@@ -12,6 +12,49 @@ pub const REPORT_PHASE: &str = "kelos.dev/webhook-report-phase";
 pub const DELIVERIES: &str = "kelos.dev/webhook-deliveries";
 /// Prefix of the annotations only the dispatcher may change.
 pub const DELIVERY_PREFIX: &str = "kelos.dev/webhook-";
+/// On a Task: hooks to deliver again (`name,name` or `*`), set by a user RBAC allows (verb
+/// `redeliver` on `tasks.kelos.dev`); the dispatcher acts on it and removes it.
+pub const REDELIVER: &str = "kelos.dev/webhook-redeliver";
+/// On a Task: who set [`REDELIVER`], stamped by the admission server from the request's
+/// `userInfo` (the dispatcher cannot see who wrote an annotation); removed with it.
+pub const REDELIVER_BY: &str = "kelos.dev/webhook-redeliver-by";
+/// On a TaskSpawner: a new value sends one test notification to each of its hooks (once per
+/// value; the dispatcher records answered values on a Lease of its own).
+pub const TEST: &str = "kelos.dev/webhook-test";
+
+/// The hooks a [`REDELIVER`] value names: `All` for `*`, else the names, trimmed, without
+/// empties or duplicates, in the order given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Redeliver {
+    /// `*`: every hook that fires on the Task's phase.
+    All,
+    /// These hooks.
+    Hooks(Vec<String>),
+}
+
+impl Redeliver {
+    /// Parses a [`REDELIVER`] value.
+    pub fn parse(value: &str) -> Redeliver {
+        let mut names: Vec<String> = Vec::new();
+        for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            if name == "*" {
+                return Redeliver::All;
+            }
+            if !names.iter().any(|n| n == name) {
+                names.push(name.to_owned());
+            }
+        }
+        Redeliver::Hooks(names)
+    }
+
+    /// Whether `hook` is asked for.
+    pub fn names(&self, hook: &str) -> bool {
+        match self {
+            Redeliver::All => true,
+            Redeliver::Hooks(h) => h.iter().any(|n| n == hook),
+        }
+    }
+}
 
 /// Serialises hooks for the [`ON_COMPLETION`] annotation: the same shape as `spec.onCompletion`.
 pub fn encode_snapshot(hooks: &[Hook]) -> String {
@@ -48,5 +91,15 @@ mod tests {
         assert!(!is_kelos_reporter_snapshot(ours));
         assert!(decode_snapshot(ours).is_ok() && decode_snapshot(kelos).is_err());
         assert!(!is_kelos_reporter_snapshot("[1, 2]") && !is_kelos_reporter_snapshot("not json"));
+    }
+
+    #[test]
+    fn redeliver_values() {
+        assert_eq!(Redeliver::parse("*"), Redeliver::All);
+        assert_eq!(Redeliver::parse("a, *"), Redeliver::All);
+        let r = Redeliver::parse(" a,b,,a ");
+        assert_eq!(r, Redeliver::Hooks(vec!["a".into(), "b".into()]));
+        assert!(r.names("b") && !r.names("c"));
+        assert_eq!(Redeliver::parse(" , "), Redeliver::Hooks(vec![]));
     }
 }

@@ -17,7 +17,7 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
-use crate::{Cluster, bin};
+use crate::{Cluster, bin, free_port, workspace_root};
 
 /// `kelos-hooks-admission serve` listening on 127.0.0.1:`port` (probes and metrics on
 /// `probe_port`) with `tls.crt` and `tls.key` from `tls_dir`, pointed at the test cluster, killed
@@ -37,6 +37,70 @@ pub fn admission_serve(c: &Cluster, port: u16, probe_port: u16, tls_dir: &Path) 
         .stdin(Stdio::null())
         .kill_on_drop(true);
     cmd
+}
+
+/// A ready `kelos-hooks-admission serve` on 127.0.0.1 with a CA and serving certificate of its
+/// own (files in `dir`: `tls.crt`, `tls.key`, `ca.crt`, `server.log`), killed on drop.
+pub struct LocalAdmission {
+    /// The process (`None` once taken).
+    pub child: Option<Child>,
+    /// The webhook port.
+    pub port: u16,
+    /// The probe and metrics port.
+    pub probe_port: u16,
+    /// Certificates and log.
+    pub dir: tempfile::TempDir,
+}
+
+impl LocalAdmission {
+    /// Starts one with the extra flags `args` (its CA named after `tag`) and waits until ready.
+    pub async fn start(c: &Cluster, tag: &str, args: &[&str]) -> Result<LocalAdmission> {
+        let dir = tempfile::tempdir()?;
+        let day = Duration::from_secs(86400);
+        let ca = kelos_hooks_certs::Ca::generate(&format!("kelos-hooks e2e admission {tag}"), day)?;
+        let issued = ca.issue_server(
+            "kelos-hooks-admission",
+            &[kelos_hooks_certs::San::Ip(Ipv4Addr::LOCALHOST.into())],
+            day,
+        )?;
+        kelos_hooks_certs::write_pair(dir.path(), "tls", &issued)?;
+        std::fs::write(dir.path().join("ca.crt"), ca.cert_pem())?;
+        let (port, probe_port) = (free_port(), free_port());
+        let mut cmd = admission_serve(c, port, probe_port, dir.path());
+        cmd.args(args);
+        let mut child = Some(spawn_logged(cmd, dir.path())?);
+        let log_dir = dir.path().to_owned();
+        wait_ready(&mut child, probe_port, || server_log(&log_dir)).await?;
+        Ok(LocalAdmission {
+            child,
+            port,
+            probe_port,
+            dir,
+        })
+    }
+
+    /// Its log.
+    pub fn log(&self) -> String {
+        server_log(self.dir.path())
+    }
+
+    /// The chart's admission configuration for this server (`hack/webhook-configs.sh --url …
+    /// --ca-file …` plus `args`), to `kubectl apply`.
+    pub async fn webhook_configs(&self, args: &[&str]) -> Result<String> {
+        let out = Command::new(workspace_root().join("hack/webhook-configs.sh"))
+            .args(["--url", &format!("https://127.0.0.1:{}", self.port)])
+            .arg("--ca-file")
+            .arg(self.dir.path().join("ca.crt"))
+            .args(args)
+            .output()
+            .await?;
+        anyhow::ensure!(
+            out.status.success(),
+            "hack/webhook-configs.sh failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8(out.stdout)?)
+    }
 }
 
 /// Starts `cmd` with stdout and stderr written to `server.log` in `dir` (see [`server_log`]).

@@ -33,6 +33,19 @@ impl Dispatcher {
         identity: &str,
         extra: &[&str],
     ) -> Result<Dispatcher> {
+        Self::start_as(c.kubeconfig(), ns, ca, allow, identity, extra).await
+    }
+
+    /// [`Dispatcher::start`] with its own kubeconfig, e.g. one impersonating the dispatcher's
+    /// ServiceAccount (`crate::impersonate`), so admission rules see the dispatcher identity.
+    pub async fn start_as(
+        kubeconfig: &Path,
+        ns: &str,
+        ca: &Path,
+        allow: &str,
+        identity: &str,
+        extra: &[&str],
+    ) -> Result<Dispatcher> {
         let log = std::env::temp_dir().join(format!("kelos-hooks-dispatcher-{ns}-{identity}.log"));
         let defaults = [
             ("--allow-cidr", allow),
@@ -60,7 +73,7 @@ impl Dispatcher {
             log,
             metrics_port: 0,
             args,
-            kubeconfig: c.kubeconfig().to_owned(),
+            kubeconfig: kubeconfig.to_owned(),
         };
         d.spawn().await?;
         Ok(d)

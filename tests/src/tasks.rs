@@ -187,7 +187,7 @@ pub struct SeenEvent {
     pub reporter: String,
 }
 
-/// The Events regarding object `name` in `ns`, waiting up to 20 s until one with `reason` and a
+/// The Events regarding object `name` in `ns`, waiting up to 30 s until one with `reason` and a
 /// note containing `note` shows up (Events are published in the background).
 pub async fn wait_event(
     client: &kube::Client,
@@ -197,7 +197,7 @@ pub async fn wait_event(
     note: &str,
 ) -> Result<Vec<SeenEvent>> {
     let api: Api<Event> = Api::namespaced(client.clone(), ns);
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let all: Vec<SeenEvent> = api
             .list(&ListParams::default())

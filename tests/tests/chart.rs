@@ -157,6 +157,7 @@ async fn install_stand_in_crds(c: &Cluster) -> Result<()> {
         crd("cert-manager.io", "Issuer", "issuers"),
         crd("cert-manager.io", "Certificate", "certificates"),
         crd("monitoring.coreos.com", "ServiceMonitor", "servicemonitors"),
+        crd("monitoring.coreos.com", "PrometheusRule", "prometheusrules"),
     ]});
     kubectl_stdin(
         c,
@@ -176,6 +177,7 @@ async fn install_stand_in_crds(c: &Cluster) -> Result<()> {
             "crd/issuers.cert-manager.io",
             "crd/certificates.cert-manager.io",
             "crd/servicemonitors.monitoring.coreos.com",
+            "crd/prometheusrules.monitoring.coreos.com",
         ]);
     run(wait, "kubectl wait for the stand-in CRDs").await?;
     Ok(())
@@ -937,6 +939,160 @@ async fn monitoring_network_policy_and_limited_secrets_render_and_apply() -> Res
     Ok(())
 }
 
+/// The operator features (issue 11): alerts, dashboard, the redelivery role, the requester stamp
+/// and the Task guard's RBAC check, rendered and accepted by the API server.
+#[tokio::test]
+async fn alerts_dashboard_and_redelivery_render_and_apply() -> Result<()> {
+    let c = cluster().await?;
+    install_stand_in_crds(c).await?;
+    let ns = c.namespace("chart-operate").await?;
+    let yaml = template(
+        c,
+        "kh",
+        &ns,
+        &[
+            "prometheusRule.enabled=true",
+            "prometheusRule.labels.release=prom",
+            "prometheusRule.alertLabels.team=platform",
+            "grafanaDashboard.enabled=true",
+            "grafanaDashboard.annotations.grafana_folder=kelos",
+        ],
+    )
+    .await?;
+    let d = docs(&yaml);
+
+    // Alerts: the ones docs/operations.md suggests plus hook health, scoped to the release.
+    let rule = one(&d, "PrometheusRule", "kh-kelos-hooks");
+    assert_eq!(rule["metadata"]["labels"]["release"], "prom");
+    let rules = rule["spec"]["groups"][0]["rules"].as_array().unwrap();
+    let alerts: Vec<&str> = rules.iter().map(|r| r["alert"].as_str().unwrap()).collect();
+    assert_eq!(
+        alerts,
+        [
+            "KelosHooksDeliveriesFailed",
+            "KelosHooksHookFailing",
+            "KelosHooksNoLeader",
+            "KelosHooksAdmissionCRDProblem",
+            "KelosHooksDispatcherCRDNotOK",
+            "KelosHooksAdmissionDenials"
+        ]
+    );
+    for r in rules {
+        let expr = r["expr"].as_str().unwrap();
+        assert!(expr.contains(&format!("namespace=\"{ns}\"")), "{expr}");
+        assert_eq!(r["labels"]["team"], "platform", "{r}");
+        assert!(r["annotations"]["summary"].is_string(), "{r}");
+    }
+    assert!(
+        rules[0]["expr"]
+            .as_str()
+            .unwrap()
+            .contains(r#"outcome="failed""#)
+    );
+    assert!(
+        rules[0]["annotations"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("{{ $value | humanize }}"),
+        "Prometheus templates survive Helm: {}",
+        rules[0]["annotations"]["description"]
+    );
+
+    // Dashboard: the sidecar's label, valid JSON, every panel querying a metric we export.
+    let cm = one(&d, "ConfigMap", "kh-kelos-hooks-dashboard");
+    assert_eq!(cm["metadata"]["labels"]["grafana_dashboard"], "1");
+    assert_eq!(cm["metadata"]["annotations"]["grafana_folder"], "kelos");
+    let dash: Value = serde_json::from_str(cm["data"]["kelos-hooks.json"].as_str().unwrap())?;
+    assert_eq!(dash["uid"], "kelos-hooks");
+    let panels = dash["panels"].as_array().unwrap();
+    assert!(panels.len() >= 8, "{}", panels.len());
+    for p in panels {
+        for t in p["targets"].as_array().unwrap() {
+            assert!(t["expr"].as_str().unwrap().contains("kelos_hooks_"), "{t}");
+        }
+    }
+
+    // Redelivery: the verb, aggregated to edit and admin.
+    let role = one(&d, "ClusterRole", "kh-kelos-hooks-redeliver");
+    assert_eq!(
+        role["rules"],
+        json!([{"apiGroups": ["kelos.dev"], "resources": ["tasks"], "verbs": ["redeliver"]}])
+    );
+    let labels = &role["metadata"]["labels"];
+    assert_eq!(
+        labels["rbac.authorization.k8s.io/aggregate-to-edit"],
+        "true"
+    );
+    assert_eq!(
+        labels["rbac.authorization.k8s.io/aggregate-to-admin"],
+        "true"
+    );
+    // The requester stamp: only Task UPDATEs that set or change the request call the server.
+    let mwc = one(&d, "MutatingWebhookConfiguration", "kh-kelos-hooks");
+    let stamp = mwc["webhooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == "stamp-task-redeliveries.hooks.kelos.dev")
+        .expect("the stamp webhook");
+    assert_eq!(stamp["rules"][0]["operations"], json!(["UPDATE"]));
+    assert_eq!(stamp["failurePolicy"], "Fail");
+    assert!(
+        stamp["clientConfig"]["service"]["path"] == "/mutate/tasks/redeliver",
+        "{}",
+        stamp["clientConfig"]
+    );
+    let conditions = stamp["matchConditions"].as_array().unwrap();
+    assert!(
+        conditions[0]["expression"]
+            .as_str()
+            .unwrap()
+            .contains("kelos.dev/webhook-redeliver")
+    );
+    assert!(
+        conditions[1]["expression"]
+            .as_str()
+            .unwrap()
+            .contains(&format!(
+                "system:serviceaccount:{ns}:kh-kelos-hooks-dispatcher"
+            ))
+    );
+    // The guard asks the authorizer for the verb and checks the stamp.
+    let vap = one(
+        &d,
+        "ValidatingAdmissionPolicy",
+        "kh-kelos-hooks-task-annotations",
+    );
+    let text = vap.to_string();
+    assert!(text.contains("check('redeliver')"), "{text}");
+    assert!(text.contains("kelos.dev/webhook-redeliver-by"), "{text}");
+    // The dispatcher records answered test requests on its own second Lease.
+    let leader_role = one(&d, "Role", "kh-kelos-hooks-dispatcher-leader-election");
+    assert_eq!(
+        leader_role["rules"][0]["resourceNames"],
+        json!([
+            "kh-kelos-hooks-dispatcher",
+            "kh-kelos-hooks-dispatcher-tests"
+        ])
+    );
+    server_dry_run(c, &yaml).await?;
+
+    // Off by default; the role can be left out.
+    let plain = docs(&template(c, "kh", &ns, &["redelivery.clusterRole=false"]).await?);
+    assert!(of_kind(&plain, "PrometheusRule").is_empty());
+    assert!(
+        of_kind(&plain, "ConfigMap")
+            .iter()
+            .all(|c| c["metadata"]["labels"]["grafana_dashboard"].is_null())
+    );
+    assert!(
+        of_kind(&plain, "ClusterRole")
+            .iter()
+            .all(|r| r["metadata"]["name"] != "kh-kelos-hooks-redeliver")
+    );
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------------
 // install, upgrade, RBAC
 
@@ -991,7 +1147,8 @@ async fn install_then_upgrade_keeps_the_patched_ca_bundle() -> Result<()> {
         let ca = "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCg==";
         for (kind, count) in [
             ("validatingwebhookconfiguration", 1),
-            ("mutatingwebhookconfiguration", 2),
+            // TaskSpawner UPDATEs, Task CREATEs, redelivery requests (the requester stamp)
+            ("mutatingwebhookconfiguration", 3),
         ] {
             let ops: Vec<Value> = (0..count)
                 .map(|i| json!({"op": "add", "path": format!("/webhooks/{i}/clientConfig/caBundle"), "value": ca}))

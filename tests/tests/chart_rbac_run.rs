@@ -624,14 +624,15 @@ async fn binaries_run_on_the_installed_rbac_which_grants_nothing_more() -> Resul
             .get(&mwc_name)
             .await?;
         let bundles = ca_bundles(&v, &m);
-        // The TaskSpawner validating and mutating webhooks and the Task mutating webhook (the Task annotation rules are a
-        // ValidatingAdmissionPolicy, which calls no server).
-        if bundles.len() == 3 && bundles.iter().all(|b| b.as_deref() == Some(ca.as_slice())) {
+        // The TaskSpawner validating and mutating webhooks, the Task mutating webhook and the
+        // redelivery requester stamp (the Task annotation rules are a ValidatingAdmissionPolicy,
+        // which calls no server).
+        if bundles.len() == 4 && bundles.iter().all(|b| b.as_deref() == Some(ca.as_slice())) {
             break;
         }
         if Instant::now() > deadline {
             bail!(
-                "caBundle not patched: {} of 3 set\n{}",
+                "caBundle not patched: {} of 4 set\n{}",
                 bundles.iter().filter(|b| b.is_some()).count(),
                 admission.tail()
             );
@@ -816,8 +817,8 @@ async fn binaries_run_on_the_installed_rbac_which_grants_nothing_more() -> Resul
     let common_dispatcher: &[(&str, &str, &str, &[&str])] = &[
         // watch Tasks (list+watch), re-read one before writing (get), record delivery (patch)
         ("kelos.dev", "tasks", "", &["get", "list", "watch", "patch"]),
-        // hooks of a Task without snapshot (get). list/watch are unused by the dispatcher (it reads
-        // spawners by name) but asserted by chart.rs; reads only, so kept.
+        // hooks of a Task without snapshot (get); list/watch: the watch for test requests
+        // (kelos.dev/webhook-test).
         ("kelos.dev", "taskspawners", "", &["get", "list", "watch"]),
         // the watch of the TaskSpawner CRD (by name)
         (
@@ -831,11 +832,19 @@ async fn binaries_run_on_the_installed_rbac_which_grants_nothing_more() -> Resul
         // secretRef / signingSecretRef: get by name only
         ("", "secrets", "", &["get"]),
     ];
+    let tests_lease = format!("{lease_name}-tests");
     let lease_rows: &[(&str, &str, &str, &[&str])] = &[
         (
             "coordination.k8s.io",
             "leases",
             &lease_name,
+            &["get", "update"],
+        ),
+        // which TaskSpawner test requests were answered
+        (
+            "coordination.k8s.io",
+            "leases",
+            &tests_lease,
             &["get", "update"],
         ),
         ("coordination.k8s.io", "leases", "", &["create"]),

@@ -4,6 +4,7 @@
 pub mod mutate_task;
 pub mod mutate_taskspawner;
 pub mod ratchet;
+pub mod stamp_redelivery;
 pub mod validate_task;
 pub mod validate_taskspawner;
 

@@ -1,21 +1,31 @@
 //! `POST /validate/tasks`: the hook snapshot annotation is valid and immutable, and the delivery
-//! annotations are changed only by the dispatcher.
+//! annotations are changed only by the dispatcher — except a redelivery request
+//! (`kelos.dev/webhook-redeliver` and its stamped requester), which a user holding the RBAC verb
+//! `redeliver` on the Task may set (a SubjectAccessReview, [`crate::authorize`]).
 
-use kelos_hooks_shared::annotations::{DELIVERY_PREFIX, ON_COMPLETION};
+use kelos_hooks_shared::annotations::{DELIVERY_PREFIX, ON_COMPLETION, REDELIVER, REDELIVER_BY};
 use kelos_hooks_shared::ip::IpPolicy;
 use kelos_hooks_shared::validation::{Context, validate_snapshot};
 
 use super::{CREATE, UPDATE, spawner_of};
+use crate::authorize::Authorizer;
 use crate::cache::{SpawnerCache, SpawnerHooks};
 use crate::patch::Snapshot;
 use crate::review::{Decision, Metadata, Request};
 
-/// Judges a Task CREATE/UPDATE, knowing the cached snapshot of the Task's spawner.
-pub fn handle(
+/// Whether `key` is part of a redelivery request (a user RBAC allows may set it).
+fn is_request(key: &str) -> bool {
+    key == REDELIVER || key == REDELIVER_BY
+}
+
+/// Judges a Task CREATE/UPDATE, knowing the cached snapshot of the Task's spawner; asks
+/// `authorizer` only for an UPDATE by someone else than the dispatcher that changes the request.
+pub async fn handle(
     req: &Request<'_>,
     cache: &SpawnerCache,
     policy: &IpPolicy,
     dispatchers: &[String],
+    authorizer: &Authorizer,
 ) -> Decision {
     // Cache only, never the API: a miss just means the annotation is validated in full.
     let cached = spawner_of(req).and_then(|(namespace, name)| cache.cached(namespace, name));
@@ -23,7 +33,22 @@ pub fn handle(
         Some(SpawnerHooks::Snapshot(s)) => Some(s),
         _ => None,
     };
-    decide(req, policy, dispatchers, validated)
+    let asks = req.operation == UPDATE
+        && !dispatchers.iter().any(|d| d == req.username())
+        && req.object.as_ref().is_some_and(|o| {
+            changed_delivery_annotations(req.old_object.as_ref().map(|o| &o.metadata), &o.metadata)
+                .iter()
+                .any(|k| is_request(k))
+        });
+    let may_redeliver = if asks {
+        authorizer.may_redeliver(req).await.unwrap_or_else(|e| {
+            tracing::warn!(uid = %req.uid, error = %e, "could not check the redeliver verb; refusing");
+            false
+        })
+    } else {
+        false
+    };
+    decide(req, policy, dispatchers, validated, may_redeliver)
 }
 
 /// Judges a Task CREATE/UPDATE; other operations are allowed.
@@ -33,11 +58,14 @@ pub fn handle(
 /// not validated again. On UPDATE the snapshot is only compared, not re-validated: it was
 /// validated at creation, and a later rule change (e.g. a narrower `--allow-cidr`) must not make
 /// existing Tasks un-updatable.
+///
+/// `may_redeliver`: the requester holds the verb `redeliver` on this Task (asked by [`handle`]).
 pub fn decide(
     req: &Request<'_>,
     policy: &IpPolicy,
     dispatchers: &[String],
     validated: Option<&Snapshot>,
+    may_redeliver: bool,
 ) -> Decision {
     let is_create = req.operation == CREATE;
     if !is_create && req.operation != UPDATE {
@@ -80,7 +108,33 @@ pub fn decide(
 
     let user = req.username();
     if !dispatchers.iter().any(|d| d == user) {
-        let changed = changed_delivery_annotations(old, new);
+        let (request, changed): (Vec<&str>, Vec<&str>) = changed_delivery_annotations(old, new)
+            .into_iter()
+            .partition(|k| is_request(k));
+        if !request.is_empty() && (is_create || !may_redeliver) {
+            return Decision::deny(
+                403,
+                format!(
+                    "Task {name}: user {user:?} may not set metadata.annotations[{REDELIVER}]: it needs \
+                     the verb \"redeliver\" on tasks.kelos.dev in namespace {} (the chart's ClusterRole \
+                     <release>-kelos-hooks-redeliver, aggregated to edit and admin)",
+                    req.namespace().unwrap_or_default()
+                ),
+            );
+        }
+        if new.annotation(REDELIVER).is_some()
+            && !request.is_empty()
+            && new.annotation(REDELIVER_BY) != Some(user)
+        {
+            return Decision::deny(
+                403,
+                format!(
+                    "Task {name}: metadata.annotations[{REDELIVER_BY}] must be {user:?}: the kelos-hooks \
+                     admission server stamps who asked for a redelivery (is it running? webhook \
+                     stamp-task-redeliveries.hooks.kelos.dev)"
+                ),
+            );
+        }
         if !changed.is_empty() {
             return Decision::deny(
                 403,
@@ -143,6 +197,7 @@ mod tests {
             &IpPolicy::default(),
             &[DISPATCHER.to_owned()],
             None,
+            false,
         )
     }
 
@@ -169,9 +224,9 @@ mod tests {
         let req = parse(&body).unwrap();
         let policy = IpPolicy::default();
         let ids = [DISPATCHER.to_owned()];
-        assert!(decide(&req, &policy, &ids, Some(&Snapshot::new(bad))).allowed);
-        assert!(!decide(&req, &policy, &ids, Some(&Snapshot::new("{}"))).allowed);
-        assert!(!decide(&req, &policy, &ids, None).allowed);
+        assert!(decide(&req, &policy, &ids, Some(&Snapshot::new(bad)), false).allowed);
+        assert!(!decide(&req, &policy, &ids, Some(&Snapshot::new("{}")), false).allowed);
+        assert!(!decide(&req, &policy, &ids, None, false).allowed);
     }
 
     #[test]
@@ -185,7 +240,13 @@ mod tests {
                 fixtures::spawned_task(json!({ON_COMPLETION: annotation})),
                 "kelos-controller",
             );
-            handle(&parse(&body).unwrap(), &cache, &policy, &ids)
+            futures::executor::block_on(handle(
+                &parse(&body).unwrap(),
+                &cache,
+                &policy,
+                &ids,
+                &Authorizer::default(),
+            ))
         };
         assert!(judge(&snap).allowed);
         // Anything else is validated in full.
@@ -317,8 +378,51 @@ mod tests {
         let new = fixtures::spawned_task(json!({DELIVERIES: "{}"}));
         let body = fixtures::task_update(old, new, "system:serviceaccount:x:y");
         let ids = ["a".to_owned(), "system:serviceaccount:x:y".to_owned()];
-        assert!(decide(&parse(&body).unwrap(), &IpPolicy::default(), &ids, None).allowed);
+        assert!(
+            decide(
+                &parse(&body).unwrap(),
+                &IpPolicy::default(),
+                &ids,
+                None,
+                false
+            )
+            .allowed
+        );
         assert!(!run(&body).allowed);
+    }
+
+    #[test]
+    fn a_redelivery_request_needs_the_verb_and_the_stamp() {
+        let old = fixtures::spawned_task(json!({DELIVERIES: "{}"}));
+        let asked = fixtures::spawned_task(
+            json!({DELIVERIES: "{}", REDELIVER: "*", REDELIVER_BY: "alice"}),
+        );
+        let body = fixtures::task_update(old.clone(), asked.clone(), "alice");
+        let req = parse(&body).unwrap();
+        let (policy, ids) = (IpPolicy::default(), [DISPATCHER.to_owned()]);
+        let d = decide(&req, &policy, &ids, None, false);
+        let msg = d.status.unwrap().message;
+        assert!(
+            msg.contains("verb \"redeliver\"") && msg.contains("\"alice\""),
+            "{msg}"
+        );
+        assert!(decide(&req, &policy, &ids, None, true).allowed);
+        // A stamp naming someone else (the admission server did not run, or a forgery).
+        let body = fixtures::task_update(old.clone(), asked.clone(), "bob");
+        let d = decide(&parse(&body).unwrap(), &policy, &ids, None, true);
+        assert!(d.status.unwrap().message.contains("must be \"bob\""));
+        // The verb never opens the rest of the delivery state.
+        let forged = fixtures::spawned_task(
+            json!({DELIVERIES: "{\"x\":1}", REDELIVER: "*", REDELIVER_BY: "alice"}),
+        );
+        let body = fixtures::task_update(old.clone(), forged, "alice");
+        assert!(!decide(&parse(&body).unwrap(), &policy, &ids, None, true).allowed);
+        // Nor a CREATE carrying a request.
+        let body = fixtures::task_create(asked.clone(), "alice");
+        assert!(!decide(&parse(&body).unwrap(), &policy, &ids, None, true).allowed);
+        // The dispatcher removes the request without any verb.
+        let body = fixtures::task_update(asked, old, DISPATCHER);
+        assert!(decide(&parse(&body).unwrap(), &policy, &ids, None, false).allowed);
     }
 
     #[test]

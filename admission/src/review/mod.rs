@@ -213,6 +213,15 @@ pub struct UserInfo<'a> {
     /// The authenticated user name.
     #[serde(borrow, default)]
     pub username: Option<Str<'a>>,
+    /// The user's groups (a SubjectAccessReview for the requester needs them).
+    #[serde(borrow, default, deserialize_with = "null_as_default")]
+    pub groups: Vec<Str<'a>>,
+    /// The user's UID.
+    #[serde(borrow, default)]
+    pub uid: Option<Str<'a>>,
+    /// Extra attributes of the user (authenticator-specific).
+    #[serde(default)]
+    pub extra: Option<std::collections::BTreeMap<String, Vec<String>>>,
 }
 
 /// An object under review: its metadata, and what a decision reads of its `spec`.

@@ -30,6 +30,16 @@ pub mod reason {
     pub const KELOS_REPORTER: &str = "KelosReporterDetected";
     /// kelos-spawner wrote the Task's snapshot in kelos's format: kelos's reporter delivers it.
     pub const LEFT_TO_KELOS: &str = "KelosReporterDelivers";
+    /// A user asked for hooks of a Task to be delivered again (the Event names them).
+    pub const REDELIVERY: &str = "WebhookRedeliveryRequested";
+    /// On a TaskSpawner: a hook failed several attempts in a row.
+    pub const HOOK_FAILING: &str = "WebhookFailing";
+    /// On a TaskSpawner: a failing hook answered 2xx again.
+    pub const HOOK_RECOVERED: &str = "WebhookRecovered";
+    /// On a TaskSpawner: a test notification got a 2xx.
+    pub const TEST_DELIVERED: &str = "WebhookTestDelivered";
+    /// On a TaskSpawner: a test notification was not accepted.
+    pub const TEST_FAILED: &str = "WebhookTestFailed";
 }
 
 /// Events published at once; more wait their turn.
@@ -71,39 +81,51 @@ impl Events {
         hook: &str,
         note: String,
     ) {
-        let action: String = if hook.is_empty() {
-            "Deliver".into()
-        } else {
-            format!("Deliver:{hook}").chars().take(128).collect()
-        };
         let pending = self.pending.fetch_add(1, Ordering::Relaxed);
         if !warning && pending >= MAX_PENDING_NORMAL {
             self.pending.fetch_sub(1, Ordering::Relaxed);
             tracing::debug!(reason, "Event backlog full: dropping a Normal Event");
             return;
         }
-        let recorder = self.recorder.clone();
-        let slots = self.slots.clone();
-        let counter = self.pending.clone();
+        let this = self.clone();
+        let hook = hook.to_owned();
         tokio::spawn(async move {
-            let _slot = slots.acquire_owned().await;
-            // The Events API limits notes to 1 kB.
-            let note: String = note.chars().take(1000).collect();
-            let event = Event {
-                type_: if warning {
-                    EventType::Warning
-                } else {
-                    EventType::Normal
-                },
-                reason: reason.into(),
-                note: Some(note),
-                action,
-                secondary: None,
-            };
-            if let Err(e) = recorder.publish(&event, &object).await {
-                tracing::warn!(error = %e, reason, "could not publish Event");
-            }
-            counter.fetch_sub(1, Ordering::Relaxed);
+            let _slot = this.slots.clone().acquire_owned().await;
+            this.publish_now(&object, warning, reason, &hook, note)
+                .await;
+            this.pending.fetch_sub(1, Ordering::Relaxed);
         });
+    }
+
+    /// Publishes and waits (a short-lived command that must not exit first); failures are logged.
+    pub async fn publish_now(
+        &self,
+        object: &ObjectReference,
+        warning: bool,
+        reason: &'static str,
+        hook: &str,
+        note: String,
+    ) {
+        let action: String = if hook.is_empty() {
+            "Deliver".into()
+        } else {
+            format!("Deliver:{hook}").chars().take(128).collect()
+        };
+        // The Events API limits notes to 1 kB.
+        let note: String = note.chars().take(1000).collect();
+        let event = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.into(),
+            note: Some(note),
+            action,
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, object).await {
+            tracing::warn!(error = %e, reason, "could not publish Event");
+        }
     }
 }

@@ -4,6 +4,9 @@
 pub mod events;
 pub mod leader;
 pub mod record;
+pub mod redeliver;
 pub mod secrets;
 pub mod spawner;
+pub mod spawner_watch;
+pub mod test_ledger;
 pub mod watch;

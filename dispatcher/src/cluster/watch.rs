@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kelos_hooks_shared::annotations::{DELIVERIES, ON_COMPLETION, REPORT_PHASE, SPAWNER_LABEL};
+use kelos_hooks_shared::annotations::{
+    DELIVERIES, ON_COMPLETION, REDELIVER, REDELIVER_BY, REPORT_PHASE, SPAWNER_LABEL,
+};
 use kelos_hooks_shared::api::{Task, TaskSpec, Worker};
 use kelos_hooks_shared::redact::redact;
 use kube::runtime::{WatchStreamExt, watcher};
@@ -34,7 +36,8 @@ pub fn interesting(task: &Task) -> bool {
     let reported = ann
         .and_then(|a| a.get(REPORT_PHASE))
         .is_some_and(|p| p == phase.as_str());
-    has_hooks && !reported
+    // A redelivery request is work even on a reported Task.
+    has_hooks && (!reported || ann.is_some_and(|a| a.contains_key(REDELIVER)))
 }
 
 fn keep(map: Option<&BTreeMap<String, String>>, keys: &[&str]) -> Option<BTreeMap<String, String>> {
@@ -68,7 +71,13 @@ pub fn trim(task: Task) -> Task {
         labels: keep(m.labels.as_ref(), &[SPAWNER_LABEL]),
         annotations: keep(
             m.annotations.as_ref(),
-            &[ON_COMPLETION, DELIVERIES, REPORT_PHASE],
+            &[
+                ON_COMPLETION,
+                DELIVERIES,
+                REPORT_PHASE,
+                REDELIVER,
+                REDELIVER_BY,
+            ],
         ),
         ..Default::default()
     };
@@ -185,6 +194,13 @@ mod tests {
         assert_eq!(trimmed.spec.agent_type.as_deref(), Some("codex"));
         t.metadata.annotations = Some([(REPORT_PHASE.to_owned(), "Failed".to_owned())].into());
         assert!(!interesting(&t), "already reported for this phase");
+        let mut asked = t.clone();
+        asked.metadata.annotations.as_mut().unwrap().extend([
+            (REDELIVER.to_owned(), "*".to_owned()),
+            (REDELIVER_BY.to_owned(), "alice".to_owned()),
+        ]);
+        assert!(interesting(&asked), "a redelivery request is work");
+        assert_eq!(trim(asked).metadata.annotations.unwrap().len(), 3);
         t.status.as_mut().unwrap().phase = Some("Succeeded".into());
         assert!(interesting(&t), "a re-run to another phase is new work");
     }

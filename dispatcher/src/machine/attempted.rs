@@ -6,6 +6,7 @@ use kelos_hooks_shared::api::Phase;
 
 use super::outcome::{Class, Outcome};
 use super::plan::{self, AfterRetryable};
+use super::tracked::spawner_of;
 use super::{Effect, Machine, Metric, Timer, completed_at};
 use crate::cluster::events::reason;
 
@@ -56,6 +57,17 @@ impl Machine {
             let quoted: String = r.body_excerpt.chars().take(EXCERPT_IN_EVENT).collect();
             format!("; answer: {quoted}")
         };
+        let spawner = spawner_of(&t.task);
+        if !spawner.is_empty() {
+            let ns = t.task.metadata.namespace.as_deref().unwrap_or_default();
+            let last = match (&r.class, &r.error) {
+                (Class::Success, _) | (_, None) => status.clone(),
+                (_, Some(e)) => e.clone(),
+            };
+            let ok = r.class == Class::Success;
+            let turns = self.health.observe(ns, &spawner, name, ok, last, now);
+            self.out.extend(turns);
+        }
         match r.class {
             Class::Success => {
                 t.deliveries

@@ -29,6 +29,11 @@ pub enum Effect {
     },
     /// Write the delivery annotation; answer with [`Input::Recorded`](super::Input::Recorded).
     Record(Record),
+    /// Write a redelivery reset and remove the request; answer with
+    /// [`Input::Redelivered`](super::Input::Redelivered).
+    Redeliver(Redelivery),
+    /// Send one test notification to each hook of a TaskSpawner.
+    Test(SpawnerTest),
     /// Feed [`Input::Timer`](super::Input::Timer) back at `at`.
     Timer {
         /// When.
@@ -64,6 +69,8 @@ pub struct Attempt {
     pub hook: Hook,
     /// `webhook-id`: the same for every attempt of this Task, phase and hook.
     pub webhook_id: String,
+    /// A test notification (`type: kelos.task.test`, a sample Task), not a delivery.
+    pub test: bool,
 }
 
 /// One write of a Task's delivery state.
@@ -79,6 +86,37 @@ pub struct Record {
     pub deliveries: Deliveries,
     /// Hooks firing on the phase: the report phase is written once all of them are final.
     pub matching: Vec<String>,
+}
+
+/// A redelivery request acted on: the reset state to write in place of the Task's (conditional on
+/// the Task's resourceVersion), removing the request and the report phase.
+#[derive(Clone, Debug)]
+pub struct Redelivery {
+    /// Task UID.
+    pub uid: String,
+    /// The phase the state is for.
+    pub phase: Phase,
+    /// The Task as last seen.
+    pub task: Arc<Task>,
+    /// The state to write: the hooks asked for due now, the others as they were.
+    pub deliveries: Deliveries,
+    /// Hooks sent again.
+    pub hooks: Vec<String>,
+    /// Names in the request that are not hooks of the Task firing on the phase.
+    pub unknown: Vec<String>,
+    /// Who asked (the admission server's stamp).
+    pub by: String,
+}
+
+/// A TaskSpawner test request to answer (`kelos.dev/webhook-test` changed).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SpawnerTest {
+    /// The spawner.
+    pub spawner: ObjectReference,
+    /// The request's value (recorded as answered once every hook has had its attempt).
+    pub value: String,
+    /// The spawner's hooks.
+    pub hooks: Vec<Hook>,
 }
 
 /// A Kubernetes Event to publish.
@@ -124,4 +162,15 @@ pub enum Metric {
     StateWriteError,
     /// A Task was left to kelos's own onCompletion reporter.
     LeftToKelos,
+    /// A hook of a spawner started failing (`true`) or recovered.
+    HookFailing {
+        /// Namespace.
+        namespace: String,
+        /// TaskSpawner.
+        spawner: String,
+        /// Hook.
+        hook: String,
+        /// Failing now.
+        failing: bool,
+    },
 }

@@ -44,6 +44,15 @@ pub enum Input {
         /// `None`: cancelled or not started (leadership lost, shutdown); nothing is known.
         outcome: Option<Outcome>,
     },
+    /// A write asked for with [`Effect::Redeliver`](super::Effect::Redeliver) ended.
+    Redelivered {
+        /// What was asked.
+        redelivery: Box<super::Redelivery>,
+        /// What the Task now holds, or why the write did not happen.
+        result: Result<Written>,
+    },
+    /// A TaskSpawner's `kelos.dev/webhook-test` holds a value not answered yet.
+    TestRequested(Box<super::SpawnerTest>),
     /// A write asked for with [`Effect::Record`](super::Effect::Record) ended.
     Recorded {
         /// Task UID.
@@ -67,6 +76,11 @@ pub enum Timer {
     },
     /// Try a failed annotation write again.
     Rewrite {
+        /// Task UID.
+        uid: String,
+    },
+    /// Try a failed redelivery write again.
+    Redeliver {
         /// Task UID.
         uid: String,
     },

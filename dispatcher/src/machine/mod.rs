@@ -14,9 +14,12 @@
 mod attempted;
 pub mod backoff;
 mod effect;
+pub mod health;
 mod input;
 pub mod outcome;
 pub mod plan;
+pub mod redeliver;
+mod spawner_test;
 mod tracked;
 mod webhook_id;
 mod writes;
@@ -31,7 +34,7 @@ use chrono::{DateTime, Utc};
 use kelos_hooks_shared::api::Task;
 use rand::RngCore;
 
-pub use effect::{Attempt, Effect, Metric, Note, Record};
+pub use effect::{Attempt, Effect, Metric, Note, Record, Redelivery, SpawnerTest};
 pub use input::{Input, Timer, Written};
 pub use webhook_id::webhook_id;
 
@@ -67,6 +70,10 @@ pub struct Machine {
     writes: usize,
     /// The effects of the step being taken.
     out: Vec<Effect>,
+    /// Hook health per spawner and hook.
+    health: health::HealthBook,
+    /// TaskSpawner test requests: the value last answered (or to answer once leader) per spawner.
+    tests: spawner_test::Tests,
 }
 
 /// `status.completionTime`, when set and readable.
@@ -91,6 +98,8 @@ impl Machine {
             waiting: 0,
             writes: 0,
             out: Vec::new(),
+            health: health::HealthBook::default(),
+            tests: spawner_test::Tests::default(),
         }
     }
 
@@ -142,6 +151,9 @@ impl Machine {
                 outcome,
             } => self.attempted(&uid, phase, &hook, outcome, now),
             Input::Recorded { uid, phase, result } => self.recorded(&uid, phase, result, now),
+            Input::Redelivered { redelivery, result } => self.redelivered(*redelivery, result, now),
+            Input::Timer(Timer::Redeliver { uid }) => self.drive(&uid, now),
+            Input::TestRequested(test) => self.test_requested(*test),
         }
         std::mem::take(&mut self.out)
     }
@@ -181,6 +193,7 @@ impl Machine {
         }
         self.leader = leader;
         if leader {
+            self.tests_due();
             let uids: Vec<String> = self.tasks.keys().cloned().collect();
             for uid in uids {
                 self.drive(&uid, now);
@@ -206,6 +219,15 @@ impl Machine {
         if !self.leader || self.draining {
             return;
         }
+        if self.maybe_redeliver(uid, now) {
+            return;
+        }
+        let Some(t) = self.tasks.get_mut(uid) else {
+            return;
+        };
+        let Hooks::Ready(hooks) = &t.hooks else {
+            return;
+        };
         let actions = plan::plan(
             hooks,
             &t.deliveries,
@@ -231,6 +253,7 @@ impl Machine {
                         task: t.task.clone(),
                         webhook_id: webhook_id(uid, t.phase, &hook.name),
                         hook,
+                        test: false,
                     }));
                 }
                 Action::Wait(at) => {

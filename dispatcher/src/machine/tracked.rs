@@ -46,6 +46,8 @@ pub(super) struct Tracked {
     pub(super) writing: bool,
     /// `webhook-report-phase` holds this phase.
     pub(super) reported: bool,
+    /// A redelivery request is being written (nothing else is sent or written meanwhile).
+    pub(super) redelivering: bool,
 }
 
 impl Tracked {
@@ -80,11 +82,11 @@ impl Tracked {
     }
 }
 
-fn annotation<'a>(task: &'a Task, key: &str) -> Option<&'a String> {
+pub(super) fn annotation<'a>(task: &'a Task, key: &str) -> Option<&'a String> {
     task.metadata.annotations.as_ref().and_then(|a| a.get(key))
 }
 
-fn spawner_of(task: &Task) -> String {
+pub(super) fn spawner_of(task: &Task) -> String {
     task.metadata
         .labels
         .as_ref()
@@ -136,6 +138,7 @@ impl Machine {
                     dirty: false,
                     writing,
                     reported,
+                    redelivering: false,
                 };
                 self.tasks.insert(uid.clone(), tracked);
             }

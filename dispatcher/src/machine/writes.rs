@@ -22,7 +22,7 @@ impl Machine {
             let Some(t) = self.tasks.get_mut(&uid) else {
                 continue;
             };
-            if t.writing || !t.dirty {
+            if t.writing || !t.dirty || t.redelivering {
                 // Asked for again when the write in flight ends.
                 continue;
             }

@@ -136,6 +136,11 @@ impl Sender {
         let now = Utc::now();
         let completed = completed_at(&a.task).unwrap_or(now);
         let body = payload::build(&a.task, &a.hook, a.phase, &a.webhook_id, completed);
+        let body = if a.test {
+            crate::test_send::mark(body)
+        } else {
+            body
+        };
         let req = Request {
             url: &webhook.url,
             id: &a.webhook_id,

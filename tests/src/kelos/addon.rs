@@ -8,21 +8,19 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail, ensure};
-use kelos_hooks_certs::{Ca, San, write_pair};
 use kelos_hooks_shared::annotations::{ON_COMPLETION, SPAWNER_LABEL};
 use kube::ResourceExt;
 use kube::api::{Api, PostParams};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::json;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 use super::Kelos;
 use super::spawners::spawner_api;
-use crate::admission_server::{admission_serve, server_log, spawn_logged, wait_ready};
+use crate::admission_server::{LocalAdmission, server_log};
 use crate::dispatcher::Dispatcher;
 use crate::kubectl::kubectl;
 use crate::process::stop_gracefully;
-use crate::{free_port, workspace_root};
 
 /// The identity the dispatcher has here: the CN of the test cluster's admin certificate.
 pub const DISPATCHER_IDENTITY: &str = "kelos-hooks-admin";
@@ -56,48 +54,37 @@ impl AddOn {
         admission_args: &[&str],
     ) -> Result<AddOn> {
         let c = k.cluster();
-        let dir = tempfile::tempdir()?;
-        let day = Duration::from_secs(86400);
-        let ca = Ca::generate(&format!("kelos-hooks e2e admission {ns}"), day)?;
-        let issued = ca.issue_server(
-            "kelos-hooks-admission",
-            &[San::Ip(std::net::Ipv4Addr::LOCALHOST.into())],
-            day,
-        )?;
-        write_pair(dir.path(), "tls", &issued)?;
-        let ca_file = dir.path().join("ca.crt");
-        std::fs::write(&ca_file, ca.cert_pem())?;
-        let (port, probe_port) = (free_port(), free_port());
-        let mut cmd = admission_serve(c, port, probe_port, dir.path());
-        cmd.args(["--dispatcher-identity", DISPATCHER_IDENTITY])
-            .args(["--allow-cidr", ALLOW_CIDR])
-            .args(["--shutdown-delay", "0s", "--drain-timeout", "2s"])
+        let mut args = vec![
+            "--dispatcher-identity",
+            DISPATCHER_IDENTITY,
+            "--allow-cidr",
+            ALLOW_CIDR,
+            "--shutdown-delay",
+            "0s",
+            "--drain-timeout",
+            "2s",
             // As the chart runs it: kelos's TaskSpawner CRD gets spec.onCompletion.
-            .arg("--extend-kelos-crd")
-            .args(admission_args);
-        let mut admission = Some(spawn_logged(cmd, dir.path())?);
-        let log_dir = dir.path().to_owned();
-        wait_ready(&mut admission, probe_port, || server_log(&log_dir)).await?;
-
-        let configs = Command::new(workspace_root().join("hack/webhook-configs.sh"))
-            .args(["--url", &format!("https://127.0.0.1:{port}")])
-            .arg("--ca-file")
-            .arg(&ca_file)
-            .args(["--name", &config_name(ns), "--only-namespace", ns])
-            .args(["--dispatcher-identity", DISPATCHER_IDENTITY])
-            .output()
+            "--extend-kelos-crd",
+        ];
+        args.extend_from_slice(admission_args);
+        let mut server = LocalAdmission::start(c, ns, &args).await?;
+        let name = config_name(ns);
+        let configs = server
+            .webhook_configs(&[
+                "--name",
+                &name,
+                "--only-namespace",
+                ns,
+                "--dispatcher-identity",
+                DISPATCHER_IDENTITY,
+            ])
             .await?;
-        ensure!(
-            configs.status.success(),
-            "hack/webhook-configs.sh failed: {}",
-            String::from_utf8_lossy(&configs.stderr)
-        );
         let mut addon = AddOn {
             ns: ns.to_owned(),
-            admission,
-            probe_port,
-            dir,
-            configs: String::from_utf8(configs.stdout)?,
+            admission: server.child.take(),
+            probe_port: server.probe_port,
+            dir: server.dir,
+            configs,
             registered: false,
             dispatcher: Dispatcher::start(
                 c,

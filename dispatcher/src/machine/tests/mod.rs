@@ -3,6 +3,7 @@
 
 mod answers;
 mod lifecycle;
+mod operate;
 mod replay;
 
 use std::sync::Arc;
@@ -45,7 +46,8 @@ fn ms(ms: i64) -> DateTime<Utc> {
     t(0) + chrono::Duration::milliseconds(ms)
 }
 
-fn hook_on(name: &str, phases: Option<Vec<Phase>>) -> Hook {
+/// A hook firing on `phases` (all when `None`), for tests across the machine's modules.
+pub(super) fn hook_on(name: &str, phases: Option<Vec<Phase>>) -> Hook {
     Hook {
         name: name.into(),
         phases,
