@@ -49,7 +49,6 @@ impl Memory {
     }
 }
 
-
 /// The two dispatcher replicas.
 pub struct Replicas {
     replicas: Vec<(String, Dispatcher, bool)>,
