@@ -24,8 +24,8 @@ pub struct Tally {
     pub delivered: usize,
     /// Hooks `Failed`, each with its Warning Event.
     pub failed: usize,
-    /// Per fault: (delivered, failed).
-    pub by_fault: BTreeMap<&'static str, (usize, usize)>,
+    /// Per fault: (delivered, failed, duplicates).
+    pub by_fault: BTreeMap<&'static str, (usize, usize, usize)>,
     /// One Warning note per fault (what the dispatcher said).
     pub why: BTreeMap<&'static str, String>,
     /// Requests the receiver got whole.
@@ -142,6 +142,7 @@ pub async fn check(
                 .iter()
                 .any(|h| h.complete && h.status.is_some_and(|s| (200..300).contains(&s)));
             let counts = t.by_fault.entry(fault.as_str()).or_default();
+            counts.2 += ok.saturating_sub(1);
             match d.state(hook) {
                 HookState::Delivered => {
                     t.delivered += 1;

@@ -205,10 +205,10 @@ async fn main() -> Result<()> {
         "hooks Failed, each with a Warning Event",
         tally.failed.to_string(),
     );
-    for (fault, (d, f)) in &tally.by_fault {
+    for (fault, (d, f, dup)) in &tally.by_fault {
         row(
             &format!("  hook fault {fault}"),
-            format!("{d} delivered, {f} failed"),
+            format!("{d} delivered, {f} failed, {dup} duplicates"),
         );
     }
     row("requests received whole", tally.requests.to_string());
