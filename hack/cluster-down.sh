@@ -17,9 +17,8 @@ done
 
 stop_pid_file() { # pid file, expected command name: never kill a recycled PID that is not ours
   local file=$1 expect=$2 pid
-  [[ -f $file ]] || return 0
-  pid=$(cat "$file")
-  if [[ -n $pid ]] && [[ $(cat "/proc/$pid/cmdline" 2>/dev/null | tr '\0' ' ') == *"$expect"* ]]; then
+  pid=$(our_pid "$file" "$expect")
+  if [[ -n $pid ]]; then
     kill "$pid" 2>/dev/null
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$pid" 2>/dev/null

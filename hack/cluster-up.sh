@@ -8,6 +8,8 @@
 #   --watch-pid PID  stop this control plane by itself when process PID exits (for test runs)
 #
 # Stop it with hack/cluster-down.sh --dir DIR (kills exactly the PIDs this script started).
+# The exact etcd and kube-apiserver command lines are kept in DIR/{etcd,apiserver}.cmd (with the
+# ports in DIR/ports) so that hack/cluster-restart.sh can restart either on the same ports and data.
 set -euo pipefail
 log_tag=cluster-up
 source "$(dirname "$0")/lib.sh"
@@ -18,7 +20,7 @@ while (($#)); do
   case $1 in
     --dir) dir=$2; shift 2 ;;
     --watch-pid) watch_pid=$2; shift 2 ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
 done
@@ -44,9 +46,11 @@ fi
 
 etcd_port=$(free_port); peer_port=$(free_port); api_port=$(free_port)
 rm -rf "$dir/etcd-data"
+printf 'etcd=%s\npeer=%s\napiserver=%s\n' "$etcd_port" "$peer_port" "$api_port" >"$dir/ports"
 
-start() { # name, then the command; records the PID
+start() { # name, then the command; records the PID and the command line (for cluster-restart.sh)
   local name=$1; shift
+  printf '%q ' "$@" >"$dir/$name.cmd"
   nohup "$@" >"$dir/$name.log" 2>&1 </dev/null &
   echo $! >"$dir/$name.pid"
 }
@@ -65,12 +69,7 @@ start etcd "$tools/etcd" --name kelos-hooks --data-dir "$dir/etcd-data" \
   --listen-peer-urls "http://127.0.0.1:$peer_port" --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" \
   --initial-cluster "kelos-hooks=http://127.0.0.1:$peer_port" --unsafe-no-fsync --log-level warn
 
-for _ in $(seq 100); do
-  curl -fsS "http://127.0.0.1:$etcd_port/health" >/dev/null 2>&1 && break
-  kill -0 "$(cat "$dir/etcd.pid")" 2>/dev/null || fail "etcd exited"
-  sleep 0.2
-done
-curl -fsS "http://127.0.0.1:$etcd_port/health" >/dev/null 2>&1 || fail "etcd did not become healthy"
+wait_healthy 100 "$dir/etcd.pid" etcd_healthy "$etcd_port" || fail "etcd did not become healthy"
 
 start apiserver "$tools/kube-apiserver" \
   --etcd-servers "http://127.0.0.1:$etcd_port" \
@@ -102,14 +101,8 @@ contexts:
 current-context: kelos-hooks
 KC
 
-ready=0
-for _ in $(seq 300); do
-  if curl -fsS --cacert "$pki/ca.crt" --cert "$pki/admin.crt" --key "$pki/admin.key" \
-    "https://127.0.0.1:$api_port/readyz" >/dev/null 2>&1; then ready=1; break; fi
-  kill -0 "$(cat "$dir/apiserver.pid")" 2>/dev/null || fail "kube-apiserver exited"
-  sleep 0.2
-done
-((ready)) || fail "kube-apiserver was not ready within 60s"
+wait_healthy 300 "$dir/apiserver.pid" apiserver_ready "$dir" "$api_port" ||
+  fail "kube-apiserver was not ready within 60s"
 
 if [[ -n $watch_pid ]]; then
   # A watchdog that stops this control plane once the watched process is gone.

@@ -20,6 +20,7 @@ use anyhow::{Context, Result, bail};
 use futures::{StreamExt, stream};
 use kelos_hooks_shared::annotations::{ON_COMPLETION, encode_snapshot};
 use kelos_hooks_shared::api::{Hook, Phase, Task};
+use kelos_hooks_tests::process::status_mib;
 use kelos_hooks_tests::receiver::Receiver;
 use kelos_hooks_tests::stats::percentile;
 use kelos_hooks_tests::tasks;
@@ -28,16 +29,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 fn rss_mib(pid: u32, key: &str) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with(key)).and_then(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .and_then(|v| v.parse::<f64>().ok())
-            })
-        })
-        .map_or(f64::NAN, |kb| kb / 1024.0)
+    status_mib(pid, key).unwrap_or(f64::NAN)
 }
 
 fn hook(url: String) -> Hook {

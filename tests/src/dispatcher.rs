@@ -119,6 +119,17 @@ impl Dispatcher {
         self.spawn().await
     }
 
+    /// The PID of the running process (`None` once killed).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
+    /// `kelos_hooks_dispatcher_leader` from /metrics: whether this replica leads now (`false`
+    /// when it cannot be asked).
+    pub async fn is_leader(&self) -> bool {
+        matches!(self.get("/metrics").await, Ok((200, m)) if crate::metrics::sample(&m, "kelos_hooks_dispatcher_leader") == 1.0)
+    }
+
     /// The process, handed over (e.g. to signal it); `None` once taken or killed.
     pub fn take_child(&mut self) -> Option<Child> {
         self.child.take()

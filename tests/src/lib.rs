@@ -7,6 +7,7 @@ pub mod admission_local;
 pub mod admission_server;
 mod cluster;
 pub mod dispatcher;
+pub mod faulty_receiver;
 pub mod helm;
 pub mod impersonate;
 pub mod kelos;

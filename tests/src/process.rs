@@ -1,4 +1,4 @@
-//! Stopping the processes the tests start.
+//! The processes the tests start: stopping them, reading their memory.
 
 use std::time::Duration;
 
@@ -21,4 +21,12 @@ pub async fn stop_gracefully(child: Option<Child>, what: &str) -> Result<()> {
         .await
         .with_context(|| format!("{what} did not stop within 20s"))??;
     Ok(())
+}
+
+/// A field of `/proc/<pid>/status` in MiB (`VmRSS:`, `VmHWM:`); `None` once the process is gone.
+pub fn status_mib(pid: u32, key: &str) -> Option<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = text.lines().find(|l| l.starts_with(key))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
 }
