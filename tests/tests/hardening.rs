@@ -213,11 +213,6 @@ async fn admission_denials_and_logs_never_echo_a_credential() -> Result<()> {
         assert!(out.stderr.contains("credentials"), "{}", out.stderr);
         assert_no_credential("kubectl's output", &format!("{}{}", out.stdout, out.stderr));
     }
-    // A wrong type quoting the URL reaches our webhook's parser when the schema lets it through.
-    let odd = json!({"hooks": [{"name": "a", "webhook": {"url": url, "format": url}}]});
-    let out = kubectl_apply(c, &ns, &spawner("odd", odd), &[]).await?;
-    assert!(!out.ok, "{}", out.stderr);
-    assert_no_credential("kubectl's output", &out.stderr);
     assert_no_credential("the admission server log", &server.log());
     server.unregister(c).await?;
     Ok(())
@@ -348,15 +343,15 @@ async fn wait_refused(c: &Cluster, ns: &str, url: &str, server: &Server) -> Resu
 #[tokio::test]
 async fn unrelated_edits_pass_with_warnings_after_allow_cidr_was_narrowed() -> Result<()> {
     let c = cluster().await?;
-    let wide = ["--allow-cidr", "10.0.0.0/8"];
+    let wide = ["--allow-cidr", "192.168.0.0/16"];
     let (mut server, ns) = Server::registered(c, "hard-ratchet", &wide, "Webhook").await?;
-    let internal = json!({"name": "internal", "webhook": {"url": "https://10.1.2.3/hook"}});
+    let internal = json!({"name": "internal", "webhook": {"url": "https://192.168.1.3/hook"}});
     let mut s = spawner("team", json!({"hooks": [internal]}));
     let out = kubectl_apply(c, &ns, &s, &[]).await?;
     ensure!(out.ok, "allowed at first: {}", out.stderr);
 
     server.restart_with(c, &[]).await?;
-    wait_refused(c, &ns, "https://10.9.9.9/x", &server).await?;
+    wait_refused(c, &ns, "https://192.168.9.9/x", &server).await?;
 
     // Unrelated edit: passes, the stored hook comes back as a warning.
     s["spec"]["when"]["cron"]["schedule"] = json!("30 * * * *");
@@ -366,7 +361,7 @@ async fn unrelated_edits_pass_with_warnings_after_allow_cidr_was_narrowed() -> R
     assert!(
         warnings.iter().any(|w| w.contains("unchanged since stored")
             && w.contains("spec.onCompletion.hooks[0].webhook.url")
-            && w.contains("10.0.0.0/8")),
+            && w.contains("192.168.0.0/16")),
         "{}",
         out.stderr
     );
@@ -387,7 +382,8 @@ async fn unrelated_edits_pass_with_warnings_after_allow_cidr_was_narrowed() -> R
 
     // Changing the hook, or adding one like it: every rule applies.
     let mut changed = s.clone();
-    changed["spec"]["onCompletion"]["hooks"][0]["webhook"]["url"] = json!("https://10.1.2.4/hook");
+    changed["spec"]["onCompletion"]["hooks"][0]["webhook"]["url"] =
+        json!("https://192.168.1.4/hook");
     let out = kubectl_apply(c, &ns, &changed, &[]).await?;
     assert!(
         !out.ok && out.stderr.contains("hooks[0].webhook.url"),
@@ -395,7 +391,7 @@ async fn unrelated_edits_pass_with_warnings_after_allow_cidr_was_narrowed() -> R
         out.stderr
     );
     let mut added = s.clone();
-    added["spec"]["onCompletion"]["hooks"][1]["webhook"]["url"] = json!("https://10.7.7.7/x");
+    added["spec"]["onCompletion"]["hooks"][1]["webhook"]["url"] = json!("https://192.168.7.7/x");
     let out = kubectl_apply(c, &ns, &added, &[]).await?;
     assert!(
         !out.ok && out.stderr.contains("hooks[1].webhook.url"),
