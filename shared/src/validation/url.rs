@@ -485,6 +485,44 @@ mod tests {
         assert!(plain < urls.len() - 10_000, "{plain} of {}", urls.len());
     }
 
+    /// The shared verdict refuses exactly what the admission rules refuse, with their messages,
+    /// and never names the URL.
+    #[test]
+    fn judge_hook_url_is_the_admission_verdict() {
+        let policies = [
+            IpPolicy::default(),
+            IpPolicy::from_cidrs(&["127.0.0.0/8", "::1/128"]).unwrap(),
+        ];
+        for url in urls().iter().step_by(7) {
+            for policy in &policies {
+                let ctx = Context { ip_policy: policy };
+                let mut report = Report::default();
+                let parsed = validate_url(url, "", &ctx, &mut report);
+                match judge_hook_url(url, &ctx) {
+                    Ok(u) => assert_eq!(Some(u), parsed, "{url:?}"),
+                    Err(rejected) => {
+                        assert!(parsed.is_none(), "{url:?}");
+                        let messages: Vec<String> =
+                            report.errors.into_iter().map(|e| e.message).collect();
+                        assert_eq!(rejected.0, messages, "{url:?}");
+                    }
+                }
+            }
+        }
+        let err = judge_hook_url(
+            "https://u:pw-123@127.0.0.1/x?token=t-456",
+            &Context::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("the URL must not contain credentials"),
+            "{err}"
+        );
+        assert!(err.contains("blocked range 127.0.0.0/8"), "{err}");
+        assert!(!err.contains("pw-123") && !err.contains("t-456"), "{err}");
+    }
+
     #[test]
     fn plain_form() {
         for (url, host) in [
