@@ -46,6 +46,8 @@ pub struct Server {
     pub dispatcher: String,
     /// The manifests registered, to delete them again.
     registered: Option<String>,
+    /// The flags every (re)start passes (see [`Server::start_as`]).
+    flags: Vec<String>,
 }
 
 /// A label unique to this test process and `test`.
@@ -64,42 +66,58 @@ pub fn issue(ca: &Ca) -> kelos_hooks_certs::Issued {
 }
 
 impl Server {
-    /// Starts a server with its own CA and certificate, with the flags `extra`, and waits until
-    /// it is ready.
+    /// Starts a server with its own CA and certificate, quick reload/shutdown timings and the
+    /// flags `extra`, the dispatcher identity a ServiceAccount of the test, and waits until ready.
     pub async fn start(c: &Cluster, test: &str, extra: &[&str]) -> Result<Server> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let dir = tempfile::tempdir()?;
-        let ca = Ca::generate(&format!("kelos-hooks-e2e-{test}"), DAY)?;
-        write_pair(dir.path(), "tls", &issue(&ca))?;
-        let label = unique_label(test);
-        let dispatcher = format!("system:serviceaccount:{label}:kelos-hooks-dispatcher");
-        let mut server = Server {
-            child: None,
-            port: free_port(),
-            probe_port: free_port(),
-            dir,
-            ca,
-            label,
-            dispatcher,
-            registered: None,
-        };
-        server.spawn(c, extra)?;
-        server.wait_ready().await?;
-        Ok(server)
-    }
-
-    fn spawn(&mut self, c: &Cluster, extra: &[&str]) -> Result<()> {
-        let mut cmd = admission_serve(c, self.port, self.probe_port, self.dir.path());
-        cmd.args([
+        let dispatcher = format!(
+            "system:serviceaccount:{}:kelos-hooks-dispatcher",
+            unique_label(test)
+        );
+        let mut flags = vec![
             "--cert-reload-interval",
             "200ms",
             "--shutdown-delay",
             "1s",
             "--drain-timeout",
             "5s",
-        ])
-        .args(["--dispatcher-identity", &self.dispatcher])
-        .args(extra);
+        ];
+        flags.extend_from_slice(extra);
+        Server::start_as(c, test, &dispatcher, &flags).await
+    }
+
+    /// Starts a server with its own CA and certificate, told `dispatcher` is the dispatcher's
+    /// identity, with exactly the flags `flags` (on every restart too), and waits until ready.
+    pub async fn start_as(
+        c: &Cluster,
+        test: &str,
+        dispatcher: &str,
+        flags: &[&str],
+    ) -> Result<Server> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir()?;
+        let ca = Ca::generate(&format!("kelos-hooks-e2e-{test}"), DAY)?;
+        write_pair(dir.path(), "tls", &issue(&ca))?;
+        let mut server = Server {
+            child: None,
+            port: free_port(),
+            probe_port: free_port(),
+            dir,
+            ca,
+            label: unique_label(test),
+            dispatcher: dispatcher.to_owned(),
+            registered: None,
+            flags: flags.iter().map(|f| (*f).to_owned()).collect(),
+        };
+        server.spawn(c, &[])?;
+        server.wait_ready().await?;
+        Ok(server)
+    }
+
+    fn spawn(&mut self, c: &Cluster, extra: &[&str]) -> Result<()> {
+        let mut cmd = admission_serve(c, self.port, self.probe_port, self.dir.path());
+        cmd.args(&self.flags)
+            .args(["--dispatcher-identity", &self.dispatcher])
+            .args(extra);
         self.child = Some(spawn_logged(cmd, self.dir.path())?);
         Ok(())
     }
@@ -140,27 +158,16 @@ impl Server {
         format!("https://127.0.0.1:{}{path}", self.port)
     }
 
-    /// Registers the chart's admission configuration for this server, as local runs do
-    /// (`hack/webhook-configs.sh`), limited to namespaces labelled with this test's label.
-    /// `guard` is the chart's `webhooks.tasks.guard`: who enforces the Task annotation rules.
-    pub async fn register_with(&mut self, c: &Cluster, guard: &str) -> Result<()> {
+    /// The chart's admission configuration for this server as local runs render it
+    /// (`hack/webhook-configs.sh --url … --ca-file …` and `args`), to `kubectl apply`.
+    pub async fn webhook_configs(&self, args: &[&str]) -> Result<String> {
         let ca_file = self.dir.path().join("ca.crt");
         std::fs::write(&ca_file, self.ca.cert_pem())?;
         let out = Command::new("bash")
             .arg(workspace_root().join("hack/webhook-configs.sh"))
             .args(["--url", &self.url(""), "--ca-file"])
             .arg(&ca_file)
-            .args([
-                "--name",
-                &self.label,
-                "--dispatcher-identity",
-                &self.dispatcher,
-            ])
-            .args([
-                "--namespace-label",
-                &format!("kelos-hooks.dev/test={}", self.label),
-            ])
-            .args(["--task-guard", guard])
+            .args(args)
             .output()
             .await?;
         ensure!(
@@ -168,7 +175,26 @@ impl Server {
             "hack/webhook-configs.sh: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let manifests = String::from_utf8(out.stdout)?;
+        Ok(String::from_utf8(out.stdout)?)
+    }
+
+    /// Registers the chart's admission configuration for this server, limited to namespaces
+    /// labelled with this test's label. `guard` is the chart's `webhooks.tasks.guard`: who
+    /// enforces the Task annotation rules.
+    pub async fn register_with(&mut self, c: &Cluster, guard: &str) -> Result<()> {
+        let selector = format!("kelos-hooks.dev/test={}", self.label);
+        let manifests = self
+            .webhook_configs(&[
+                "--name",
+                &self.label,
+                "--dispatcher-identity",
+                &self.dispatcher,
+                "--namespace-label",
+                &selector,
+                "--task-guard",
+                guard,
+            ])
+            .await?;
         let applied = kubectl(c, &["apply", "-f", "-"], Some(&manifests)).await?;
         ensure!(applied.ok, "{}", applied.stderr);
         self.registered = Some(manifests);

@@ -12,7 +12,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kelos_hooks_shared::annotations::{REDELIVER, REDELIVER_BY, REPORT_PHASE, SPAWNER_LABEL, TEST};
 use kelos_hooks_shared::api::{Hook, OnCompletion, Phase, Task, TaskSpawner, TaskSpawnerSpec};
 use kelos_hooks_shared::deliveries::HookState;
-use kelos_hooks_tests::admission_server::LocalAdmission;
+use kelos_hooks_tests::admission_local::Server;
 use kelos_hooks_tests::dispatcher::Dispatcher;
 use kelos_hooks_tests::helm::helm_command;
 use kelos_hooks_tests::impersonate::write_impersonating_kubeconfig;
@@ -296,18 +296,8 @@ async fn test_send_by_annotation_and_cli_status_view_and_health_events() -> Resu
 
 /// Our admission server for namespaces labelled `kelos-hooks.dev/test=<label>`, registered; the
 /// manifests registered (to delete them again).
-async fn start_admission(
-    c: &Cluster,
-    label: &str,
-    dispatcher: &str,
-) -> Result<(LocalAdmission, String)> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let server = LocalAdmission::start(
-        c,
-        label,
-        &["--dispatcher-identity", dispatcher, "--allow-cidr", ALLOW],
-    )
-    .await?;
+async fn start_admission(c: &Cluster, label: &str, dispatcher: &str) -> Result<(Server, String)> {
+    let server = Server::start_as(c, label, dispatcher, &["--allow-cidr", ALLOW]).await?;
     let selector = format!("kelos-hooks.dev/test={label}");
     let manifests = server
         .webhook_configs(&[

@@ -17,7 +17,8 @@ use tokio::process::Child;
 
 use super::Kelos;
 use super::spawners::spawner_api;
-use crate::admission_server::{LocalAdmission, server_log};
+use crate::admission_local::Server;
+use crate::admission_server::server_log;
 use crate::dispatcher::Dispatcher;
 use crate::kubectl::kubectl;
 use crate::process::stop_gracefully;
@@ -55,8 +56,6 @@ impl AddOn {
     ) -> Result<AddOn> {
         let c = k.cluster();
         let mut args = vec![
-            "--dispatcher-identity",
-            DISPATCHER_IDENTITY,
             "--allow-cidr",
             ALLOW_CIDR,
             "--shutdown-delay",
@@ -67,7 +66,7 @@ impl AddOn {
             "--extend-kelos-crd",
         ];
         args.extend_from_slice(admission_args);
-        let mut server = LocalAdmission::start(c, ns, &args).await?;
+        let mut server = Server::start_as(c, ns, DISPATCHER_IDENTITY, &args).await?;
         let name = config_name(ns);
         let configs = server
             .webhook_configs(&[
