@@ -97,7 +97,11 @@ async fn run(args: RunArgs) -> Result<()> {
         &args.net.ca_file,
         args.request_timeout,
     )?;
-    let kube = kube::Client::try_default().await?;
+    let kube = kelos_hooks_runtime::kube_client(concat!(
+        "kelos-hooks-dispatcher/",
+        env!("CARGO_PKG_VERSION")
+    ))
+    .await?;
     let identity = args
         .lease_identity
         .clone()

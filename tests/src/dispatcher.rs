@@ -111,6 +111,11 @@ impl Dispatcher {
         self.child.take()
     }
 
+    /// The running process's id (`None` once killed or taken).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
     /// The log file (appended to across restarts).
     pub fn log_path(&self) -> &Path {
         &self.log

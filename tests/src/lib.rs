@@ -10,6 +10,7 @@ pub mod helm;
 pub mod impersonate;
 pub mod kelos;
 pub mod kubectl;
+pub mod netns;
 mod paths;
 pub mod receiver;
 pub mod tasks;

@@ -54,6 +54,20 @@ impl AddOn {
         receiver_ca: &Path,
         admission_args: &[&str],
     ) -> Result<AddOn> {
+        Self::start_allowing(k, ns, receiver_ca, ALLOW_CIDR, admission_args, &[]).await
+    }
+
+    /// [`AddOn::start_with`] with both binaries given `--allow-cidr allow` (instead of
+    /// [`ALLOW_CIDR`]) and `dispatcher_args` added to the dispatcher's (a flag there replaces
+    /// the test default, see [`Dispatcher::start`]).
+    pub async fn start_allowing(
+        k: &Kelos,
+        ns: &str,
+        receiver_ca: &Path,
+        allow: &str,
+        admission_args: &[&str],
+        dispatcher_args: &[&str],
+    ) -> Result<AddOn> {
         let c = k.cluster();
         let dir = tempfile::tempdir()?;
         let day = Duration::from_secs(86400);
@@ -69,7 +83,7 @@ impl AddOn {
         let (port, probe_port) = (free_port(), free_port());
         let mut cmd = admission_serve(c, port, probe_port, dir.path());
         cmd.args(["--dispatcher-identity", DISPATCHER_IDENTITY])
-            .args(["--allow-cidr", ALLOW_CIDR])
+            .args(["--allow-cidr", allow])
             .args(["--shutdown-delay", "0s", "--drain-timeout", "2s"])
             // As the chart runs it: kelos's TaskSpawner CRD gets spec.onCompletion.
             .arg("--extend-kelos-crd")
@@ -102,9 +116,9 @@ impl AddOn {
                 c,
                 ns,
                 receiver_ca,
-                ALLOW_CIDR,
+                allow,
                 "kelos-e2e",
-                &["--request-timeout", "5s"],
+                &[&["--request-timeout", "5s"], dispatcher_args].concat(),
             )
             .await?,
         };

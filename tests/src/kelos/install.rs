@@ -133,6 +133,34 @@ pub fn localize(docs: Vec<Value>, webhook_url: &str, ca_bundle: &str) -> Result<
     })
 }
 
+/// The `kelos.dev` version to use with the rendered chart `objects`: `v1alpha2` when the Task
+/// CRD serves it, else the one it stores.
+pub fn api_version(objects: &[Value]) -> Result<String> {
+    let crd = objects
+        .iter()
+        .find(|o| {
+            o["kind"] == "CustomResourceDefinition" && o["metadata"]["name"] == "tasks.kelos.dev"
+        })
+        .context("the kelos chart renders no CRD tasks.kelos.dev")?;
+    let versions = crd["spec"]["versions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let served = |v: &Value| v["served"].as_bool().unwrap_or(false);
+    if versions
+        .iter()
+        .any(|v| served(v) && v["name"] == "v1alpha2")
+    {
+        return Ok("v1alpha2".into());
+    }
+    versions
+        .iter()
+        .find(|v| served(v) && v["storage"].as_bool().unwrap_or(false))
+        .and_then(|v| v["name"].as_str())
+        .map(str::to_owned)
+        .context("CRD tasks.kelos.dev stores no served version")
+}
+
 /// `{service: {path}}` → `{url: <base><path>, caBundle}`.
 fn by_url(config: &Value, base: &str, ca_bundle: &str) -> Result<Value> {
     if config.get("url").is_some() {
@@ -273,5 +301,27 @@ mod tests {
         let mut no_tasks = chart_like();
         no_tasks.remove(2);
         assert!(localize(no_tasks, "https://x", "Q0E=").is_err());
+    }
+
+    #[test]
+    fn the_api_version_is_v1alpha2_where_served_else_the_stored_one() {
+        let crd = |versions: Value| {
+            vec![
+                json!({"kind": "CustomResourceDefinition", "metadata": {"name": "tasks.kelos.dev"},
+                        "spec": {"versions": versions}}),
+            ]
+        };
+        let upstream = crd(json!([
+            {"name": "v1alpha1", "served": true, "storage": false},
+            {"name": "v1alpha2", "served": true, "storage": true}]));
+        assert_eq!(api_version(&upstream).unwrap(), "v1alpha2");
+        let pr1240 = crd(json!([{"name": "v1alpha1", "served": true, "storage": true}]));
+        assert_eq!(api_version(&pr1240).unwrap(), "v1alpha1");
+        let unserved = crd(json!([
+            {"name": "v1alpha1", "served": true, "storage": true},
+            {"name": "v1alpha2", "served": false, "storage": false}]));
+        assert_eq!(api_version(&unserved).unwrap(), "v1alpha1");
+        assert!(api_version(&crd(json!([]))).is_err());
+        assert!(api_version(&[]).is_err());
     }
 }
