@@ -45,6 +45,9 @@ pub struct Localized {
     pub crds: Vec<String>,
     /// The args the chart gives the controller container.
     pub controller_args: Vec<String>,
+    /// How many webhooks (CRD conversion, admission) now reach the controller by URL: none
+    /// for a kelos without webhooks (kelos PR #1240), whose controller serves no webhook port.
+    pub webhooks: usize,
 }
 
 /// `helm template` of the chart under `src` (a kelos source snapshot), CRDs included.
@@ -76,6 +79,7 @@ pub fn localize(docs: Vec<Value>, webhook_url: &str, ca_bundle: &str) -> Result<
     let mut objects = Vec::new();
     let mut crds = Vec::new();
     let mut controller_args = None;
+    let mut webhooks = 0;
     for mut doc in docs {
         let api_version = doc["apiVersion"].as_str().unwrap_or_default().to_owned();
         let kind = doc["kind"].as_str().unwrap_or_default().to_owned();
@@ -99,6 +103,7 @@ pub fn localize(docs: Vec<Value>, webhook_url: &str, ca_bundle: &str) -> Result<
                 if let Some(config) = config {
                     *config = by_url(config, webhook_url, ca_bundle)
                         .with_context(|| format!("conversion webhook of CRD {name}"))?;
+                    webhooks += 1;
                 } else {
                     ensure!(
                         versions < 2,
@@ -113,6 +118,7 @@ pub fn localize(docs: Vec<Value>, webhook_url: &str, ca_bundle: &str) -> Result<
                     let config = &mut hook["clientConfig"];
                     *config = by_url(config, webhook_url, ca_bundle)
                         .with_context(|| format!("{kind} {name}"))?;
+                    webhooks += 1;
                 }
             }
             _ => {}
@@ -130,6 +136,7 @@ pub fn localize(docs: Vec<Value>, webhook_url: &str, ca_bundle: &str) -> Result<
         crds,
         controller_args: controller_args
             .with_context(|| format!("the chart renders no Deployment {DEPLOYMENT}"))?,
+        webhooks,
     })
 }
 
@@ -255,6 +262,10 @@ mod tests {
     #[test]
     fn webhooks_by_url_and_only_what_needs_a_cluster_addon_dropped() {
         let l = localize(chart_like(), "https://127.0.0.1:9443", "Q0E=").unwrap();
+        assert_eq!(
+            l.webhooks, 2,
+            "one conversion webhook, one admission webhook"
+        );
         let kinds: Vec<&str> = l
             .objects
             .iter()

@@ -63,6 +63,24 @@ pub struct StartedTask {
     pub job: String,
     /// Its Pod.
     pub pod: String,
+    /// The Pod's agent container, whose log kelos reads.
+    pub container: String,
+}
+
+/// The agent container of `job`'s Pods: [`AGENT_CONTAINER`], or in kelos versions before that
+/// name (kelos PR #1240) the template's first container.
+fn agent_container(job: &Job) -> String {
+    let containers = job
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .map(|s| s.containers.as_slice())
+        .unwrap_or_default();
+    containers
+        .iter()
+        .find(|c| c.name == AGENT_CONTAINER)
+        .or_else(|| containers.first())
+        .map_or_else(|| AGENT_CONTAINER.to_owned(), |c| c.name.clone())
 }
 
 /// How a Task reached its terminal phase (printed by the tests).
@@ -164,8 +182,8 @@ impl Kelos {
             .await
             .with_context(|| format!("creating the Pod of Job {job_name}"))?;
         let pod_name = pod.metadata.name.clone().unwrap_or_default();
-        self.node()
-            .set_log(ns, &pod_name, AGENT_CONTAINER, run.log());
+        let container = agent_container(&job);
+        self.node().set_log(ns, &pod_name, &container, run.log());
 
         let active = json!({"status": {"startTime": now(), "active": 1, "ready": 0}});
         jobs.patch_status(&job_name, &PatchParams::default(), &Patch::Merge(&active))
@@ -182,6 +200,7 @@ impl Kelos {
             name: name.to_owned(),
             job: job_name,
             pod: pod_name,
+            container,
         })
     }
 
@@ -193,6 +212,7 @@ impl Kelos {
             name,
             job: job_name,
             pod: pod_name,
+            container,
         } = started;
         let (ns, name) = (ns.as_str(), name.as_str());
         let client = self.cluster().client().await?;
@@ -232,7 +252,7 @@ impl Kelos {
                 .logs(
                     pod_name,
                     &LogParams {
-                        container: Some(AGENT_CONTAINER.into()),
+                        container: Some(container.clone()),
                         ..Default::default()
                     },
                 )

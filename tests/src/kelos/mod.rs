@@ -198,6 +198,7 @@ impl Kelos {
             tmpdir,
             log: controller_log.clone(),
             ca_pem: ca.cert_pem().to_owned(),
+            serves_webhooks: local.webhooks > 0,
         })
         .await?;
         eprintln!(
