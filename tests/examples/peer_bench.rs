@@ -370,6 +370,19 @@ impl Bench {
         tokio::spawn(async move { Ok(k.finish_task(&t, &agent_run(i)).await?.job_finished_at) })
     }
 
+    /// Ends all `started` Tasks at once.
+    async fn finish_all(&self, started: Vec<StartedTask>) -> Result<()> {
+        let jobs: Vec<_> = started
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| self.finish(i, t))
+            .collect();
+        for j in jobs {
+            j.await??;
+        }
+        Ok(())
+    }
+
     /// Waits until every Task of `names` had a 2xx at `path` (or `timeout`).
     async fn wait_delivered(&self, path: &str, names: &[String], timeout: Duration) -> usize {
         let want: HashSet<&str> = names.iter().map(String::as_str).collect();
@@ -547,14 +560,7 @@ async fn run(system: System, out: &Path, steady: usize, burst: usize) -> Result<
         .await?;
     let started = b.start_all(&names).await?;
     let failing_since = Instant::now();
-    let jobs: Vec<_> = started
-        .into_iter()
-        .enumerate()
-        .map(|(i, t)| b.finish(i, t))
-        .collect();
-    for j in jobs {
-        j.await??;
-    }
+    b.finish_all(started).await?;
     tokio::time::sleep_until((failing_since + Duration::from_secs(60)).into()).await;
     b.rx.clear_script("/flaky");
     println!("flaky hook answers 200 again");
@@ -599,14 +605,7 @@ async fn run(system: System, out: &Path, steady: usize, burst: usize) -> Result<
         )
         .await?;
     let started = b.start_all(&names).await?;
-    let jobs: Vec<_> = started
-        .into_iter()
-        .enumerate()
-        .map(|(i, t)| b.finish(i, t))
-        .collect();
-    for j in jobs {
-        j.await??;
-    }
+    b.finish_all(started).await?;
     tokio::time::sleep(Duration::from_secs(20)).await;
     let mine: HashSet<&str> = names.iter().map(String::as_str).collect();
     o.redirect_tasks = redir_n;
