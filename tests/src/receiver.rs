@@ -111,7 +111,10 @@ impl Receiver {
         std::fs::write(&ca_file, ca.cert_pem())?;
         let listener =
             std::net::TcpListener::bind((ip, 0)).with_context(|| format!("bind {ip}:0"))?;
-        Self::spawn(listener, &ip.to_string(), acceptor, ca_file, Some(dir))
+        // URL host form of the IP: IPv6 in brackets.
+        let host = SocketAddr::new(ip, 0).to_string();
+        let host = host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h);
+        Self::spawn(listener, host, acceptor, ca_file, Some(dir))
     }
 
     /// Serves on `listener` (e.g. one bound inside a network namespace, [`crate::netns`]) with
