@@ -2,10 +2,12 @@
 # Starts a real control plane (etcd + kube-apiserver) as local processes on 127.0.0.1 and prints
 # the admin kubeconfig path. Several can run at once: each has its own directory and ports.
 #
-#   hack/cluster-up.sh [--dir DIR] [--watch-pid PID]
+#   hack/cluster-up.sh [--dir DIR] [--watch-pid PID] [--audit-policy FILE]
 #
-#   --dir DIR        state directory (certs, etcd data, logs, pid files); default .run/cluster
-#   --watch-pid PID  stop this control plane by itself when process PID exits (for test runs)
+#   --dir DIR            state directory (certs, etcd data, logs, pid files); default .run/cluster
+#   --watch-pid PID      stop this control plane by itself when process PID exits (for test runs)
+#   --audit-policy FILE  audit the API server with this policy into DIR/audit.log (default: no
+#                        audit log); also from $KELOS_HOOKS_AUDIT_POLICY
 #
 # Stop it with hack/cluster-down.sh --dir DIR (kills exactly the PIDs this script started).
 # The exact etcd and kube-apiserver command lines are kept in DIR/{etcd,apiserver}.cmd (with the
@@ -16,11 +18,13 @@ source "$(dirname "$0")/lib.sh"
 
 dir=$repo_root/.run/cluster
 watch_pid=
+audit_policy=${KELOS_HOOKS_AUDIT_POLICY:-}
 while (($#)); do
   case $1 in
     --dir) dir=$2; shift 2 ;;
     --watch-pid) watch_pid=$2; shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    --audit-policy) audit_policy=$2; shift 2 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
 done
@@ -42,6 +46,14 @@ if [[ ! -f $pki/ca.crt ]]; then
     --san kubernetes.default.svc --san 10.0.0.1 >/dev/null
   "$certs" client --ca-dir "$pki" --out "$pki" --name admin --cn kelos-hooks-admin --org system:masters >/dev/null
   "$certs" keypair --out "$pki" --name sa >/dev/null
+fi
+
+audit=()
+if [[ -n $audit_policy ]]; then
+  [[ -f $audit_policy ]] || die "audit policy $audit_policy does not exist"
+  audit=(--audit-policy-file "$(cd "$(dirname "$audit_policy")" && pwd)/$(basename "$audit_policy")"
+    --audit-log-path "$dir/audit.log" --audit-log-format json --audit-log-mode blocking)
+  rm -f "$dir/audit.log"
 fi
 
 etcd_port=$(free_port); peer_port=$(free_port); api_port=$(free_port)
@@ -80,7 +92,7 @@ start apiserver "$tools/kube-apiserver" \
   --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
   --service-cluster-ip-range 10.0.0.0/24 --allow-privileged=true \
   --authorization-mode RBAC --disable-admission-plugins ServiceAccount \
-  --enable-priority-and-fairness=false --profiling=false
+  --enable-priority-and-fairness=false --profiling=false "${audit[@]}"
 
 cat >"$dir/kubeconfig" <<KC
 apiVersion: v1

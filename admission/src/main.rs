@@ -39,7 +39,7 @@ fn main() -> ExitCode {
             telemetry::init(kelos_hooks_runtime::LogFormat::Text);
             block_on(async move {
                 let _ = rustls::crypto::ring::default_provider().install_default();
-                let client = kube::Client::try_default().await?;
+                let client = kelos_hooks_runtime::kube_client(AGENT).await?;
                 let done = crd_extension::remove(client, args.settle).await?;
                 tracing::info!("{done}");
                 Ok(())
@@ -126,7 +126,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         stopped(),
     );
 
-    let client = kube::Client::try_default().await?;
+    let client = kelos_hooks_runtime::kube_client(AGENT).await?;
     if let Some(config) = self_managed {
         // Files left from an earlier run (e.g. in a surviving emptyDir) may be stale: serve
         // only what this process wrote from the Secret, so /readyz waits for it.
@@ -218,3 +218,6 @@ async fn serve(args: ServeArgs) -> Result<()> {
     tracing::info!("stopped");
     Ok(())
 }
+
+/// `User-Agent` of our API requests (audit logs, request metrics).
+const AGENT: &str = concat!("kelos-hooks-admission/", env!("CARGO_PKG_VERSION"));

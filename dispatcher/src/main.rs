@@ -28,6 +28,9 @@ use crate::cluster::{events, leader, watch};
 use crate::error::{Error, Result};
 use crate::send::{client, resolve};
 
+/// How the dispatcher names itself to the API server (`User-Agent`, seen in audit logs).
+const AGENT: &str = concat!("kelos-hooks-dispatcher/", env!("CARGO_PKG_VERSION"));
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -105,7 +108,7 @@ fn safe_client(net: &cli::NetArgs, timeout: Duration) -> Result<client::SafeClie
 async fn send_test(args: &cli::SendTestArgs) -> Result<bool> {
     use kelos_hooks_shared::api::TaskSpawner;
     let http = safe_client(&args.net, args.request_timeout)?;
-    let kube = kube::Client::try_default().await?;
+    let kube = kelos_hooks_runtime::kube_client(AGENT).await?;
     let api: kube::Api<TaskSpawner> = kube::Api::namespaced(kube.clone(), &args.namespace);
     let ts = api.get_opt(&args.spawner).await?.ok_or_else(|| {
         Error::Config(format!(
@@ -160,7 +163,7 @@ async fn send_test(args: &cli::SendTestArgs) -> Result<bool> {
 
 async fn status_main(args: cli::StatusArgs) -> ExitCode {
     let result = async {
-        let kube = kube::Client::try_default().await?;
+        let kube = kelos_hooks_runtime::kube_client(AGENT).await?;
         status::run(kube, &args).await
     };
     match result.await {
@@ -187,7 +190,7 @@ async fn run(args: RunArgs) -> Result<()> {
         ));
     }
     let http = safe_client(&args.net, args.request_timeout)?;
-    let kube = kube::Client::try_default().await?;
+    let kube = kelos_hooks_runtime::kube_client(AGENT).await?;
     let identity = args
         .lease_identity
         .clone()

@@ -17,7 +17,7 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
-use crate::{Cluster, bin, free_port, workspace_root};
+use crate::{Cluster, bin};
 
 /// `kelos-hooks-admission serve` listening on 127.0.0.1:`port` (probes and metrics on
 /// `probe_port`) with `tls.crt` and `tls.key` from `tls_dir`, pointed at the test cluster, killed

@@ -13,6 +13,7 @@ pub mod impersonate;
 pub mod kelos;
 pub mod kubectl;
 pub mod metrics;
+pub mod netns;
 mod paths;
 pub mod process;
 pub mod receiver;

@@ -20,7 +20,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
-use crate::tls::acceptor_for;
+use crate::tls::{acceptor_for, acceptor_from_pem};
 
 /// One scripted answer.
 #[derive(Clone, Debug)]
@@ -53,6 +53,8 @@ pub struct Recorded {
     pub body: Vec<u8>,
     /// When it arrived.
     pub at: Instant,
+    /// The status it was answered with (0: never answered, e.g. a hang).
+    pub status: u16,
 }
 
 impl Recorded {
@@ -80,11 +82,12 @@ struct State {
 /// A running receiver; stops when dropped.
 pub struct Receiver {
     addr: SocketAddr,
+    host: String,
     ca_file: PathBuf,
     state: Arc<Mutex<State>>,
     connections: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Drop for Receiver {
@@ -109,9 +112,37 @@ impl Receiver {
         let (ca, acceptor) = acceptor_for("kelos-hooks test receiver CA", ip)?;
         let ca_file = dir.path().join("receiver-ca.crt");
         std::fs::write(&ca_file, ca.cert_pem())?;
-        let listener = TcpListener::bind((ip, 0))
-            .await
-            .with_context(|| format!("bind {ip}:0"))?;
+        let listener =
+            std::net::TcpListener::bind((ip, 0)).with_context(|| format!("bind {ip}:0"))?;
+        // URL host form of the IP: IPv6 in brackets.
+        let host = SocketAddr::new(ip, 0).to_string();
+        let host = host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h);
+        Self::spawn(listener, host, acceptor, ca_file, Some(dir))
+    }
+
+    /// Serves on `listener` (e.g. one bound inside a network namespace, [`crate::netns`]) with
+    /// the certificate `cert_pem` and its key `key_pem`; URLs name `host` (the certificate's
+    /// name); `ca_file` is the PEM of the CA that issued it. Call within a tokio runtime.
+    pub fn serve(
+        listener: std::net::TcpListener,
+        host: &str,
+        cert_pem: &str,
+        key_pem: &str,
+        ca_file: &Path,
+    ) -> Result<Receiver> {
+        let acceptor = acceptor_from_pem(cert_pem, key_pem)?;
+        Self::spawn(listener, host, acceptor, ca_file.to_owned(), None)
+    }
+
+    fn spawn(
+        listener: std::net::TcpListener,
+        host: &str,
+        acceptor: tokio_rustls::TlsAcceptor,
+        ca_file: PathBuf,
+        dir: Option<tempfile::TempDir>,
+    ) -> Result<Receiver> {
+        listener.set_nonblocking(true)?;
+        let listener = TcpListener::from_std(listener)?;
         let addr = listener.local_addr()?;
         let state = Arc::new(Mutex::new(State::default()));
         let connections = Arc::new(AtomicUsize::new(0));
@@ -141,6 +172,7 @@ impl Receiver {
         };
         Ok(Receiver {
             addr,
+            host: host.to_owned(),
             ca_file,
             state,
             connections,
@@ -149,9 +181,9 @@ impl Receiver {
         })
     }
 
-    /// `https://IP:PORT{path}`.
+    /// `https://HOST:PORT{path}` (HOST: the IP, or the name given to [`Receiver::serve`]).
     pub fn url(&self, path: &str) -> String {
-        format!("https://{}{path}", self.addr)
+        format!("https://{}:{}{path}", self.host, self.addr.port())
     }
 
     /// The listening address.
@@ -171,6 +203,11 @@ impl Receiver {
             .entry(path.to_owned())
             .or_default()
             .extend(replies);
+    }
+
+    /// Drops what is left of `path`'s script.
+    pub fn clear_script(&self, path: &str) {
+        lock(&self.state).scripts.remove(path);
     }
 
     /// The reply for paths without a script left (200 when unset).
@@ -247,13 +284,25 @@ async fn handle(
                 .collect(),
             body,
             at: Instant::now(),
+            status: 0,
         });
         let default = s.default.clone();
-        s.scripts
+        let reply = s
+            .scripts
             .get_mut(&path)
             .and_then(VecDeque::pop_front)
             .or(default)
-            .unwrap_or(Reply::Status(200))
+            .unwrap_or(Reply::Status(200));
+        let index = s.requests.len() - 1;
+        s.requests[index].status = match &reply {
+            Reply::Status(c)
+            | Reply::RetryAfter(c, _)
+            | Reply::Slow(_, c)
+            | Reply::EchoHeaders(c) => *c,
+            Reply::Redirect(_) => 302,
+            Reply::Hang => 0,
+        };
+        reply
     };
     let response = |status: u16| Response::builder().status(status);
     let resp = match reply {

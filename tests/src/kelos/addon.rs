@@ -54,10 +54,24 @@ impl AddOn {
         receiver_ca: &Path,
         admission_args: &[&str],
     ) -> Result<AddOn> {
+        Self::start_allowing(k, ns, receiver_ca, ALLOW_CIDR, admission_args, &[]).await
+    }
+
+    /// [`AddOn::start_with`] with both binaries given `--allow-cidr allow` (instead of
+    /// [`ALLOW_CIDR`]) and `dispatcher_args` added to the dispatcher's (a flag there replaces
+    /// the test default, see [`Dispatcher::start`]).
+    pub async fn start_allowing(
+        k: &Kelos,
+        ns: &str,
+        receiver_ca: &Path,
+        allow: &str,
+        admission_args: &[&str],
+        dispatcher_args: &[&str],
+    ) -> Result<AddOn> {
         let c = k.cluster();
         let mut args = vec![
             "--allow-cidr",
-            ALLOW_CIDR,
+            allow,
             "--shutdown-delay",
             "0s",
             "--drain-timeout",
@@ -89,9 +103,9 @@ impl AddOn {
                 c,
                 ns,
                 receiver_ca,
-                ALLOW_CIDR,
+                allow,
                 "kelos-e2e",
-                &["--request-timeout", "5s"],
+                &[&["--request-timeout", "5s"], dispatcher_args].concat(),
             )
             .await?,
         };

@@ -87,6 +87,8 @@ pub struct ControllerConfig {
     pub log: PathBuf,
     /// The CA that issued the serving certificate (PEM).
     pub ca_pem: String,
+    /// Whether it serves webhooks (on [`WEBHOOK_PORT`]) to wait for.
+    pub serves_webhooks: bool,
 }
 
 /// The running controller (under `hack/kelos-child.sh`, which stops it when the test process
@@ -154,9 +156,10 @@ impl Controller {
             }
             let probes_ok = matches!(probe(probe_port, "/readyz").await, Ok((200, _)));
             if probes_ok
-                && served_cert(WEBHOOK_PORT, self.config.ca_pem.as_bytes())
-                    .await
-                    .is_ok()
+                && (!self.config.serves_webhooks
+                    || served_cert(WEBHOOK_PORT, self.config.ca_pem.as_bytes())
+                        .await
+                        .is_ok())
             {
                 return Ok(());
             }

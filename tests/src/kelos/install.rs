@@ -45,6 +45,9 @@ pub struct Localized {
     pub crds: Vec<String>,
     /// The args the chart gives the controller container.
     pub controller_args: Vec<String>,
+    /// How many webhooks (CRD conversion, admission) now reach the controller by URL: none
+    /// for a kelos without webhooks (kelos PR #1240), whose controller serves no webhook port.
+    pub webhooks: usize,
 }
 
 /// `helm template` of the chart under `src` (a kelos source snapshot), CRDs included.
@@ -76,6 +79,7 @@ pub fn localize(docs: Vec<Value>, webhook_url: &str, ca_bundle: &str) -> Result<
     let mut objects = Vec::new();
     let mut crds = Vec::new();
     let mut controller_args = None;
+    let mut webhooks = 0;
     for mut doc in docs {
         let api_version = doc["apiVersion"].as_str().unwrap_or_default().to_owned();
         let kind = doc["kind"].as_str().unwrap_or_default().to_owned();
@@ -99,6 +103,7 @@ pub fn localize(docs: Vec<Value>, webhook_url: &str, ca_bundle: &str) -> Result<
                 if let Some(config) = config {
                     *config = by_url(config, webhook_url, ca_bundle)
                         .with_context(|| format!("conversion webhook of CRD {name}"))?;
+                    webhooks += 1;
                 } else {
                     ensure!(
                         versions < 2,
@@ -113,6 +118,7 @@ pub fn localize(docs: Vec<Value>, webhook_url: &str, ca_bundle: &str) -> Result<
                     let config = &mut hook["clientConfig"];
                     *config = by_url(config, webhook_url, ca_bundle)
                         .with_context(|| format!("{kind} {name}"))?;
+                    webhooks += 1;
                 }
             }
             _ => {}
@@ -130,7 +136,36 @@ pub fn localize(docs: Vec<Value>, webhook_url: &str, ca_bundle: &str) -> Result<
         crds,
         controller_args: controller_args
             .with_context(|| format!("the chart renders no Deployment {DEPLOYMENT}"))?,
+        webhooks,
     })
+}
+
+/// The `kelos.dev` version to use with the rendered chart `objects`: `v1alpha2` when the Task
+/// CRD serves it, else the one it stores.
+pub fn api_version(objects: &[Value]) -> Result<String> {
+    let crd = objects
+        .iter()
+        .find(|o| {
+            o["kind"] == "CustomResourceDefinition" && o["metadata"]["name"] == "tasks.kelos.dev"
+        })
+        .context("the kelos chart renders no CRD tasks.kelos.dev")?;
+    let versions = crd["spec"]["versions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let served = |v: &Value| v["served"].as_bool().unwrap_or(false);
+    if versions
+        .iter()
+        .any(|v| served(v) && v["name"] == "v1alpha2")
+    {
+        return Ok("v1alpha2".into());
+    }
+    versions
+        .iter()
+        .find(|v| served(v) && v["storage"].as_bool().unwrap_or(false))
+        .and_then(|v| v["name"].as_str())
+        .map(str::to_owned)
+        .context("CRD tasks.kelos.dev stores no served version")
 }
 
 /// `{service: {path}}` → `{url: <base><path>, caBundle}`.
@@ -227,6 +262,10 @@ mod tests {
     #[test]
     fn webhooks_by_url_and_only_what_needs_a_cluster_addon_dropped() {
         let l = localize(chart_like(), "https://127.0.0.1:9443", "Q0E=").unwrap();
+        assert_eq!(
+            l.webhooks, 2,
+            "one conversion webhook, one admission webhook"
+        );
         let kinds: Vec<&str> = l
             .objects
             .iter()
@@ -273,5 +312,27 @@ mod tests {
         let mut no_tasks = chart_like();
         no_tasks.remove(2);
         assert!(localize(no_tasks, "https://x", "Q0E=").is_err());
+    }
+
+    #[test]
+    fn the_api_version_is_v1alpha2_where_served_else_the_stored_one() {
+        let crd = |versions: Value| {
+            vec![
+                json!({"kind": "CustomResourceDefinition", "metadata": {"name": "tasks.kelos.dev"},
+                        "spec": {"versions": versions}}),
+            ]
+        };
+        let upstream = crd(json!([
+            {"name": "v1alpha1", "served": true, "storage": false},
+            {"name": "v1alpha2", "served": true, "storage": true}]));
+        assert_eq!(api_version(&upstream).unwrap(), "v1alpha2");
+        let pr1240 = crd(json!([{"name": "v1alpha1", "served": true, "storage": true}]));
+        assert_eq!(api_version(&pr1240).unwrap(), "v1alpha1");
+        let unserved = crd(json!([
+            {"name": "v1alpha1", "served": true, "storage": true},
+            {"name": "v1alpha2", "served": false, "storage": false}]));
+        assert_eq!(api_version(&unserved).unwrap(), "v1alpha1");
+        assert!(api_version(&crd(json!([]))).is_err());
+        assert!(api_version(&[]).is_err());
     }
 }

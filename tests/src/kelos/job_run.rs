@@ -19,7 +19,7 @@ use kelos_hooks_shared::api::{Phase, Task};
 use kube::api::{Api, LogParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
-use super::Kelos;
+use super::{Kelos, Tasks};
 
 /// kelos's agent container (`AgentContainerName`), whose log holds the outputs.
 pub const AGENT_CONTAINER: &str = "kelos-agent";
@@ -50,6 +50,37 @@ impl AgentRun {
             self.outputs.join("\n")
         )
     }
+}
+
+/// A Task whose Job runs ([`Kelos::start_task`]), waiting for [`Kelos::finish_task`].
+#[derive(Clone, Debug)]
+pub struct StartedTask {
+    /// Namespace and name of the Task.
+    pub ns: String,
+    /// The Task's name.
+    pub name: String,
+    /// Its Job.
+    pub job: String,
+    /// Its Pod.
+    pub pod: String,
+    /// The Pod's agent container, whose log kelos reads.
+    pub container: String,
+}
+
+/// The agent container of `job`'s Pods: [`AGENT_CONTAINER`], or in kelos versions before that
+/// name (kelos PR #1240) the template's first container.
+fn agent_container(job: &Job) -> String {
+    let containers = job
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .map(|s| s.containers.as_slice())
+        .unwrap_or_default();
+    containers
+        .iter()
+        .find(|c| c.name == AGENT_CONTAINER)
+        .or_else(|| containers.first())
+        .map_or_else(|| AGENT_CONTAINER.to_owned(), |c| c.name.clone())
 }
 
 /// How a Task reached its terminal phase (printed by the tests).
@@ -111,8 +142,16 @@ impl Kelos {
     /// Runs Task `ns/name`'s Job to the end `run` describes and waits until kelos has put the
     /// Task into that terminal phase (see the module docs for who does what).
     pub async fn run_task(&self, ns: &str, name: &str, run: &AgentRun) -> Result<Completion> {
+        let started = self.start_task(ns, name, run).await?;
+        self.finish_task(&started, run).await
+    }
+
+    /// The first half of [`Kelos::run_task`]: Task `ns/name`'s Job runs (its Pod exists, serves
+    /// `run`'s log, and kelos has the Task Running with that Pod). [`Kelos::finish_task`] ends
+    /// it: several Tasks started first end together (a burst).
+    pub async fn start_task(&self, ns: &str, name: &str, run: &AgentRun) -> Result<StartedTask> {
         let client = self.cluster().client().await?;
-        let tasks: Api<Task> = Api::namespaced(client.clone(), ns);
+        let tasks = self.tasks(ns).await?;
         let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
         let pods: Api<Pod> = Api::namespaced(client, ns);
 
@@ -143,8 +182,8 @@ impl Kelos {
             .await
             .with_context(|| format!("creating the Pod of Job {job_name}"))?;
         let pod_name = pod.metadata.name.clone().unwrap_or_default();
-        self.node()
-            .set_log(ns, &pod_name, AGENT_CONTAINER, run.log());
+        let container = agent_container(&job);
+        self.node().set_log(ns, &pod_name, &container, run.log());
 
         let active = json!({"status": {"startTime": now(), "active": 1, "ready": 0}});
         jobs.patch_status(&job_name, &PatchParams::default(), &Patch::Merge(&active))
@@ -156,6 +195,30 @@ impl Kelos {
         .await?;
         self.wait_pod_seen(&tasks, &jobs, name, &job_name, &pod_name)
             .await?;
+        Ok(StartedTask {
+            ns: ns.to_owned(),
+            name: name.to_owned(),
+            job: job_name,
+            pod: pod_name,
+            container,
+        })
+    }
+
+    /// Writes the terminal Job status `run` describes for a Task [`Kelos::start_task`] started
+    /// and waits until kelos has put the Task into that phase.
+    pub async fn finish_task(&self, started: &StartedTask, run: &AgentRun) -> Result<Completion> {
+        let StartedTask {
+            ns,
+            name,
+            job: job_name,
+            pod: pod_name,
+            container,
+        } = started;
+        let (ns, name) = (ns.as_str(), name.as_str());
+        let client = self.cluster().client().await?;
+        let tasks = self.tasks(ns).await?;
+        let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
+        let pods: Api<Pod> = Api::namespaced(client, ns);
 
         let terminal = match run.phase {
             Phase::Succeeded => json!({"status": {
@@ -173,7 +236,7 @@ impl Kelos {
                 ],
             }}),
         };
-        jobs.patch_status(&job_name, &PatchParams::default(), &Patch::Merge(&terminal))
+        jobs.patch_status(job_name, &PatchParams::default(), &Patch::Merge(&terminal))
             .await
             .with_context(|| format!("Job {job_name}: writing its terminal status"))?;
         let job_finished_at = Instant::now();
@@ -187,9 +250,9 @@ impl Kelos {
         if !run.outputs.is_empty() && results.is_none() {
             let direct = pods
                 .logs(
-                    &pod_name,
+                    pod_name,
                     &LogParams {
-                        container: Some(AGENT_CONTAINER.into()),
+                        container: Some(container.clone()),
                         ..Default::default()
                     },
                 )
@@ -203,8 +266,8 @@ impl Kelos {
         }
         Ok(Completion {
             task,
-            job: job_name,
-            pod: pod_name,
+            job: job_name.clone(),
+            pod: pod_name.clone(),
             job_finished_at,
             kelos_took,
         })
@@ -216,7 +279,7 @@ impl Kelos {
     /// when the Pod's readiness changes (`ready: 1`, flapping if needed) until kelos has it.
     async fn wait_pod_seen(
         &self,
-        tasks: &Api<Task>,
+        tasks: &Tasks,
         jobs: &Api<Job>,
         name: &str,
         job_name: &str,
@@ -275,7 +338,7 @@ impl Kelos {
     /// Polls Task `name` until `done` holds (what for: `what`), failing with kelos's log.
     async fn wait_task(
         &self,
-        tasks: &Api<Task>,
+        tasks: &Tasks,
         name: &str,
         what: &str,
         done: impl Fn(&Task) -> bool,

@@ -34,9 +34,12 @@ use tokio::sync::{Mutex, OnceCell};
 
 pub use addon::{ALLOW_CIDR, AddOn, DISPATCHER_IDENTITY};
 pub use controller::WEBHOOK_PORT;
-pub use job_run::{AGENT_CONTAINER, AgentRun, Completion};
-pub use spawner::{SPAWNER_SERVICE_ACCOUNT, SpawnerRun};
-pub use spawners::{SPAWNER_FINALIZER, TASK_FINALIZER, cron_spawner, spawner_api};
+pub use job_run::{AGENT_CONTAINER, AgentRun, Completion, StartedTask};
+pub use spawner::{LongRunningSpawner, SPAWNER_SERVICE_ACCOUNT, SpawnerRun};
+pub use spawners::{
+    SPAWNER_FINALIZER, TASK_FINALIZER, Tasks, cron_spawner, cron_spawner_v1alpha1, spawner_api,
+    spawner_api_in,
+};
 
 use crate::Cluster;
 use crate::impersonate::{service_account_user, write_impersonating_kubeconfig};
@@ -62,6 +65,7 @@ pub struct Kelos {
     src: PathBuf,
     bin: PathBuf,
     commit: String,
+    version: String,
     controller: Mutex<Controller>,
     controller_log: PathBuf,
     node: LogNode,
@@ -176,6 +180,7 @@ impl Kelos {
             &bundle,
         )?;
         install::apply(&cluster, &local.objects, &local.crds).await?;
+        let version = install::api_version(&local.objects)?;
 
         let node = LogNode::start(cluster.client().await?, "kelos-hooks-node").await?;
         let kubeconfig = home.join("kubeconfig");
@@ -193,6 +198,7 @@ impl Kelos {
             tmpdir,
             log: controller_log.clone(),
             ca_pem: ca.cert_pem().to_owned(),
+            serves_webhooks: local.webhooks > 0,
         })
         .await?;
         eprintln!(
@@ -209,6 +215,7 @@ impl Kelos {
             src,
             bin,
             commit,
+            version,
             controller: Mutex::new(controller),
             controller_log,
             node,
@@ -224,6 +231,12 @@ impl Kelos {
     /// The upstream kelos commit (from the snapshot's SOURCE.md, as `hack/tools.sh` keys it).
     pub fn commit(&self) -> &str {
         &self.commit
+    }
+
+    /// The `kelos.dev` version the tests speak to this kelos: `v1alpha2` where served (upstream
+    /// kelos), else the one its CRDs serve (`v1alpha1` for kelos PR #1240).
+    pub fn api_version(&self) -> &str {
+        &self.version
     }
 
     /// The kelos source snapshot.

@@ -1,7 +1,10 @@
 //! `kelos-spawner --one-shot`: one discovery cycle of a TaskSpawner, run as the ServiceAccount
 //! kelos's controller creates for spawners in the TaskSpawner's namespace (`kelos-spawner`,
-//! bound to the chart's `kelos-spawner-role`) — what the spawner's CronJob would run.
+//! bound to the chart's `kelos-spawner-role`) — what the spawner's CronJob would run. Or the
+//! same binary long-running ([`Kelos::start_spawner`]), as kelos's spawner Deployment runs it.
 
+use std::path::PathBuf;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -23,11 +26,46 @@ pub struct SpawnerRun {
     pub took: Duration,
 }
 
+/// A long-running `kelos-spawner` (killed when dropped).
+pub struct LongRunningSpawner {
+    child: tokio::process::Child,
+    log: PathBuf,
+}
+
+impl LongRunningSpawner {
+    /// Its process id (`None` once it exited and was reaped).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Its log file (stdout and stderr).
+    pub fn log_path(&self) -> &std::path::Path {
+        &self.log
+    }
+
+    /// Fails with the log tail if the process has exited.
+    pub fn check_running(&mut self) -> Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!(
+                "kelos-spawner exited with {status}:\n{}",
+                super::controller::tail(&self.log, 30)
+            );
+        }
+        Ok(())
+    }
+
+    /// SIGKILL and reap.
+    pub async fn stop(mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+}
+
 impl Kelos {
-    /// Runs one discovery cycle of TaskSpawner `ns/name` and returns its log; fails when the
-    /// spawner exits non-zero. Waits first for the RoleBinding kelos's controller creates for
-    /// spawners in `ns` (so the TaskSpawner must exist and the controller have reconciled it).
-    pub async fn run_spawner_once(&self, ns: &str, name: &str) -> Result<SpawnerRun> {
+    /// The kubeconfig of TaskSpawner `ns`'s spawner identity, once kelos's controller has made
+    /// it: waits for the RoleBinding the controller creates for spawners in `ns` (so a
+    /// TaskSpawner must exist there and the controller have reconciled it).
+    async fn spawner_kubeconfig(&self, ns: &str) -> Result<PathBuf> {
         let bindings: Api<RoleBinding> = Api::namespaced(self.cluster().client().await?, ns);
         let deadline = Instant::now() + Duration::from_secs(30);
         while bindings.get_opt(SPAWNER_SERVICE_ACCOUNT).await?.is_none() {
@@ -49,6 +87,43 @@ impl Kelos {
             SPAWNER_SERVICE_ACCOUNT,
             &kubeconfig,
         )?;
+        Ok(kubeconfig)
+    }
+
+    /// Starts `kelos-spawner` for TaskSpawner `ns/name` long-running (no `--one-shot`: it
+    /// reconciles the TaskSpawner and its Tasks until stopped), as the spawner identity, with
+    /// `env` added to its environment. Its log goes to a file in the cluster directory.
+    pub async fn start_spawner(
+        &self,
+        ns: &str,
+        name: &str,
+        env: &[(&str, &str)],
+    ) -> Result<LongRunningSpawner> {
+        let kubeconfig = self.spawner_kubeconfig(ns).await?;
+        let log = self
+            .cluster()
+            .dir()
+            .join(format!("kelos-spawner-{ns}-{name}.log"));
+        let file = std::fs::File::create(&log)?;
+        let child = tokio::process::Command::new(self.bin().join("kelos-spawner"))
+            .args(["--taskspawner-name", name, "--taskspawner-namespace", ns])
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting kelos-spawner")?;
+        Ok(LongRunningSpawner { child, log })
+    }
+
+    /// Runs one discovery cycle of TaskSpawner `ns/name` and returns its log; fails when the
+    /// spawner exits non-zero. Waits first for the RoleBinding kelos's controller creates for
+    /// spawners in `ns` (so the TaskSpawner must exist and the controller have reconciled it).
+    pub async fn run_spawner_once(&self, ns: &str, name: &str) -> Result<SpawnerRun> {
+        let kubeconfig = self.spawner_kubeconfig(ns).await?;
         let start = Instant::now();
         let out = tokio::process::Command::new(self.bin().join("kelos-spawner"))
             .arg("--one-shot")
