@@ -87,6 +87,25 @@ impl Secrets {
         self.get(namespace, &r.name).await
     }
 
+    /// The PagerDuty routing key named by `pagerDuty.routingKeySecretRef` (UTF-8, trimmed).
+    pub async fn routing_key(&self, namespace: &str, r: &SecretKeyRef) -> Result<String> {
+        let data = self.get(namespace, &r.name).await?;
+        let raw = data.get(&r.key).ok_or_else(|| Error::Secret {
+            message: format!("Secret {namespace}/{} has no key {:?}", r.name, r.key),
+            retryable: true,
+        })?;
+        match std::str::from_utf8(raw).map(str::trim) {
+            Ok(key) if !key.is_empty() => Ok(key.to_owned()),
+            _ => Err(Error::Secret {
+                message: format!(
+                    "Secret {namespace}/{} key {:?} is not a routing key (empty or not text)",
+                    r.name, r.key
+                ),
+                retryable: false,
+            }),
+        }
+    }
+
     /// The signing key named by `signingSecretRef`.
     pub async fn signing_key(&self, namespace: &str, r: &SecretKeyRef) -> Result<SigningKey> {
         let data = self.get(namespace, &r.name).await?;

@@ -35,9 +35,19 @@ pub struct Hook {
 }
 
 impl Hook {
-    /// Whether this hook fires for `phase` (an omitted list means every terminal phase).
+    /// Whether this hook fires for `phase` (an omitted list means every terminal phase). A
+    /// PagerDuty hook fires on Succeeded only with `pagerDuty.triggerOnSucceeded`: a Task that
+    /// worked is not an incident.
     pub fn fires_on(&self, phase: Phase) -> bool {
-        self.phases.as_ref().is_none_or(|p| p.contains(&phase))
+        let listed = self.phases.as_ref().is_none_or(|p| p.contains(&phase));
+        let pager_duty_success = phase == Phase::Succeeded
+            && self.webhook.format == Some(Format::PagerDuty)
+            && !self
+                .webhook
+                .pager_duty
+                .as_ref()
+                .is_some_and(|p| p.trigger_on_succeeded);
+        listed && !pager_duty_success
     }
 }
 
@@ -96,6 +106,50 @@ pub struct Webhook {
     /// Payload format; `Generic` when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<Format>,
+    /// PagerDuty options: required with `format: PagerDuty`, refused with any other format.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pager_duty: Option<PagerDutyOptions>,
+    /// The body template: required with `format: Template`, refused with any other format.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<TemplateOptions>,
+}
+
+impl Webhook {
+    /// A webhook to `url` in `format` with no Secrets and no format options.
+    pub fn new(url: impl Into<String>, format: Option<Format>) -> Self {
+        Webhook {
+            url: url.into(),
+            secret_ref: None,
+            signing_secret_ref: None,
+            format,
+            pager_duty: None,
+            template: None,
+        }
+    }
+}
+
+/// `webhook.pagerDuty`: how a hook opens PagerDuty incidents (Events API v2).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PagerDutyOptions {
+    /// Secret key holding the integration's routing key (never put it in the URL).
+    pub routing_key_secret_ref: SecretKeyRef,
+    /// Also open an incident when a Task succeeds (by default only Failed triggers one).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub trigger_on_succeeded: bool,
+}
+
+/// `webhook.template`: a user-written body (minijinja) over the Generic payload's variables.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TemplateOptions {
+    /// The template source (minijinja syntax; variables `type`, `id`, `hook`, `timestamp`, `task`).
+    #[schemars(length(min = 1, max = 16384))]
+    pub body: String,
+    /// `Content-Type` of the rendered body; `application/json` (output must parse) when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 127))]
+    pub content_type: Option<String>,
 }
 
 /// A Secret in the Task's namespace.
@@ -127,4 +181,13 @@ pub enum Format {
     CloudEvents,
     /// A Slack incoming-webhook message.
     Slack,
+    /// A PagerDuty Events API v2 event (needs `pagerDuty.routingKeySecretRef`).
+    PagerDuty,
+    /// A Microsoft Teams (Workflows) message with an Adaptive Card.
+    #[serde(rename = "MSTeams")]
+    MsTeams,
+    /// A Discord webhook message with an embed.
+    Discord,
+    /// The user's `template`, rendered over the Generic payload's variables.
+    Template,
 }
