@@ -5,6 +5,7 @@
 
 pub mod admission_server;
 mod cluster;
+pub mod delivery;
 pub mod dispatcher;
 pub mod helm;
 pub mod impersonate;

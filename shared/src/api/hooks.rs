@@ -191,3 +191,35 @@ pub enum Format {
     /// The user's `template`, rendered over the Generic payload's variables.
     Template,
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// `docs/on-completion.schema.json` is the JSON Schema of `spec.onCompletion`, generated from
+    /// these types (every format and its options). Refresh: `KELOS_HOOKS_BLESS_DOCS=1 cargo test
+    /// -p kelos-hooks-shared docs_schema`.
+    #[test]
+    fn docs_schema_is_the_generated_one() {
+        let generated = format!(
+            "{}\n",
+            serde_json::to_string_pretty(&schemars::schema_for!(OnCompletion)).unwrap()
+        );
+        let path = format!(
+            "{}/../docs/on-completion.schema.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        if std::env::var_os("KELOS_HOOKS_BLESS_DOCS").is_some() {
+            std::fs::write(&path, &generated).unwrap();
+        }
+        let in_docs = std::fs::read_to_string(&path).unwrap_or_default();
+        assert_eq!(
+            in_docs, generated,
+            "{path} differs from the types; run with KELOS_HOOKS_BLESS_DOCS=1"
+        );
+        for format in ["PagerDuty", "MSTeams", "Discord", "Template"] {
+            assert!(generated.contains(format), "{format}");
+        }
+    }
+}
