@@ -86,6 +86,11 @@ spec:
       webhook: {url: "https://0x0a000005/hook"}
     - name: mapped
       webhook: {url: "https://[::ffff:192.168.1.1]/hook"}
+    - name: typo-template
+      webhook:
+        url: https://dash.example.com/kelos
+        format: Template
+        template: {body: '{"text": {{ task.nme | tojson }}}'}
 YAML
 
 step "starting a local HTTPS receiver (hack/receiver.py verifies signatures on its own)"
@@ -94,13 +99,15 @@ rx_port=$(free_port)
 signing_key="whsec_$(head -c 24 /dev/urandom | base64)"
 kubectl -n demo create secret generic team-hook-signing --from-literal=secret="$signing_key"
 kubectl -n demo create secret generic team-hook-headers --from-literal=Authorization="Bearer demo-token"
+kubectl -n demo create secret generic pagerduty --from-literal=routing-key=demo0routing0key000000000000000
+# One notification per hook of the spawner below: Generic, PagerDuty, MSTeams, Discord, Template.
 python3 hack/receiver.py --port "$rx_port" --cert "$dir/demo-pki/receiver.crt" \
-  --key "$dir/demo-pki/receiver.key" --secret "$signing_key" --count 1 --timeout 120 \
+  --key "$dir/demo-pki/receiver.key" --secret "$signing_key" --count 5 --timeout 120 \
   >"$dir/receiver.log" 2>&1 &
 echo $! >"$dir/receiver.pid"
 
 step "applying a kelos TaskSpawner (shared/kelos-examples/03) with an onCompletion block"
-sed "s|https://hooks.example.com/kelos|https://127.0.0.1:$rx_port/kelos|" <<'YAML' | kubectl -n demo apply -f -
+sed "s|https://hooks.example.com/|https://127.0.0.1:$rx_port/|" <<'YAML' | kubectl -n demo apply -f -
 apiVersion: kelos.dev/v1alpha2
 kind: TaskSpawner
 metadata:
@@ -124,6 +131,25 @@ spec:
       webhook:
         url: https://hooks.example.com/kelos
         signingSecretRef: {name: team-hook-signing, key: secret}
+    # The receiver formats (README "Receiver formats"); each one signed so hack/receiver.py verifies it.
+    - name: pagerduty
+      webhook:
+        url: https://hooks.example.com/pagerduty
+        signingSecretRef: {name: team-hook-signing, key: secret}
+        format: PagerDuty
+        # A demo Task succeeds: ask for a trigger then too (by default only Failed pages).
+        pagerDuty: {routingKeySecretRef: {name: pagerduty, key: routing-key}, triggerOnSucceeded: true}
+    - name: teams
+      webhook: {url: "https://hooks.example.com/teams", signingSecretRef: {name: team-hook-signing, key: secret}, format: MSTeams}
+    - name: discord
+      webhook: {url: "https://hooks.example.com/discord", signingSecretRef: {name: team-hook-signing, key: secret}, format: Discord}
+    - name: dashboard
+      webhook:
+        url: https://hooks.example.com/dashboard
+        signingSecretRef: {name: team-hook-signing, key: secret}
+        format: Template
+        template:
+          body: '{"title": {{ ("Task " ~ task.name ~ " " ~ task.phase) | tojson }}, "links": {{ task.outputs | tojson }}}'
 YAML
 
 step "a Task created as the kelos controller would gets the spawner's hooks injected"
@@ -163,7 +189,7 @@ step "marking the Task Succeeded through the status subresource, as the kelos co
 kubectl -n demo patch task fix-bugs-42 --subresource status --type merge -p \
   '{"status":{"phase":"Succeeded","message":"PR opened","completionTime":"'"$(date -u +%FT%TZ)"'","outputs":["https://github.com/example/repo/pull/42"]}}'
 
-step "the receiver got the notification and verified its signature"
+step "the receiver got one notification per format and verified each signature"
 rx_pid=$(cat "$dir/receiver.pid")
 for _ in $(seq 300); do kill -0 "$rx_pid" 2>/dev/null || break; sleep 0.1; done
 cat "$dir/receiver.log"

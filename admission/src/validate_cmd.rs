@@ -246,6 +246,39 @@ spec:
     }
 
     #[test]
+    fn format_options_are_judged_offline_too() {
+        let text = r#"
+apiVersion: kelos.dev/v1alpha2
+kind: TaskSpawner
+metadata: {name: formats}
+spec:
+  onCompletion:
+    hooks:
+    - name: dash
+      webhook:
+        url: https://dash.example.com/kelos
+        format: Template
+        template: {body: '{"text": {{ task.nme | tojson }}}'}
+    - name: page
+      webhook: {url: "https://events.pagerduty.com/v2/enqueue", format: PagerDuty}
+"#;
+        let (t, out) = judge(text, false);
+        assert_eq!(t.invalid, 1, "{out}");
+        assert!(
+            out.contains(
+                "TaskSpawner/formats: spec.onCompletion.hooks[0].webhook.template.body: unknown variable(s) task.nme"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "TaskSpawner/formats: spec.onCompletion.hooks[1].webhook.pagerDuty: required with format PagerDuty"
+            ),
+            "{out}"
+        );
+    }
+
+    #[test]
     fn verbose_names_skipped_documents() {
         let (_, out) = judge(MANIFEST, true);
         assert!(out.contains("document 1: skipped (ConfigMap"), "{out}");

@@ -294,12 +294,7 @@ mod tests {
         Hook {
             name: name.into(),
             phases: None,
-            webhook: Webhook {
-                url: "https://h.example/x".into(),
-                secret_ref: None,
-                signing_secret_ref: None,
-                format: None,
-            },
+            webhook: Webhook::new("https://h.example/x", None),
         }
     }
 

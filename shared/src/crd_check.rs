@@ -119,6 +119,8 @@ fn every_field() -> Value {
                 key: "k".into(),
             }),
             format: Some(Format::Generic),
+            pager_duty: None,
+            template: None,
         },
     };
     let on_completion =

@@ -827,7 +827,7 @@ fn signing_secret_ref_rules() {
 
 #[test]
 fn format_rules() {
-    for format in ["Generic", "CloudEvents", "Slack"] {
+    for format in ["Generic", "CloudEvents", "Slack", "MSTeams", "Discord"] {
         assert_eq!(
             one_hook(|h| h["webhook"]["format"] = json!(format)),
             Report::default()
@@ -839,13 +839,163 @@ fn format_rules() {
         assert_only_error(
             &report,
             path,
-            &format!("unknown format {bad:?}; allowed: Generic, CloudEvents, Slack"),
+            &format!(
+                "unknown format {bad:?}; allowed: Generic, CloudEvents, Slack, PagerDuty, MSTeams, \
+                 Discord, Template"
+            ),
         );
     }
     assert_only_error(
         &one_hook(|h| h["webhook"]["format"] = json!(1)),
         path,
         "must be a string",
+    );
+}
+
+fn pager_duty_hook(h: &mut Value) {
+    h["webhook"] = json!({
+        "url": "https://events.pagerduty.com/v2/enqueue",
+        "format": "PagerDuty",
+        "pagerDuty": {"routingKeySecretRef": {"name": "pd", "key": "routing-key"}},
+    });
+}
+
+#[test]
+fn pager_duty_rules() {
+    // The routing key authenticates: no "add signingSecretRef" warning.
+    assert_eq!(one_hook(pager_duty_hook), Report::default());
+    let path = "spec.onCompletion.hooks[0].webhook.pagerDuty";
+    assert_only_error(
+        &one_hook(|h| {
+            pager_duty_hook(h);
+            h["webhook"].as_object_mut().unwrap().remove("pagerDuty");
+        }),
+        path,
+        "required with format PagerDuty; set pagerDuty.routingKeySecretRef",
+    );
+    assert_only_error(
+        &one_hook(|h| {
+            pager_duty_hook(h);
+            h["webhook"]["pagerDuty"] = json!({"triggerOnSucceeded": true});
+        }),
+        &format!("{path}.routingKeySecretRef"),
+        "required",
+    );
+    let report = one_hook(|h| {
+        pager_duty_hook(h);
+        h["webhook"]["pagerDuty"]["routingKeySecretRef"] = json!({"name": "pd"});
+        h["webhook"]["pagerDuty"]["triggerOnSucceeded"] = json!("yes");
+    });
+    assert_eq!(
+        lines(&report),
+        [
+            format!(
+                "{path}.routingKeySecretRef.key: required; the key in the Secret that holds the PagerDuty routing key"
+            ),
+            format!("{path}.triggerOnSucceeded: must be true or false, got a string"),
+        ]
+    );
+    assert_only_error(
+        &one_hook(|h| {
+            h["webhook"]["pagerDuty"] = json!({"routingKeySecretRef": {"name": "pd", "key": "k"}})
+        }),
+        path,
+        "only for format PagerDuty, but format is Generic",
+    );
+    // [Succeeded] alone never fires without the opt-in.
+    assert_only_error(
+        &one_hook(|h| {
+            pager_duty_hook(h);
+            h["phases"] = json!(["Succeeded"]);
+        }),
+        "spec.onCompletion.hooks[0].phases",
+        "would never fire; add Failed, or set webhook.pagerDuty.triggerOnSucceeded: true",
+    );
+    assert_eq!(
+        one_hook(|h| {
+            pager_duty_hook(h);
+            h["phases"] = json!(["Succeeded"]);
+            h["webhook"]["pagerDuty"]["triggerOnSucceeded"] = json!(true);
+        }),
+        Report::default()
+    );
+}
+
+#[test]
+fn pager_duty_fires_on_succeeded_only_when_asked() {
+    let mut v = good_hook("pd");
+    pager_duty_hook(&mut v);
+    let mut hook: Hook = serde_json::from_value(v).unwrap();
+    assert!(hook.fires_on(Phase::Failed));
+    assert!(!hook.fires_on(Phase::Succeeded));
+    hook.webhook
+        .pager_duty
+        .as_mut()
+        .unwrap()
+        .trigger_on_succeeded = true;
+    assert!(hook.fires_on(Phase::Succeeded));
+    hook.phases = Some(vec![Phase::Failed]);
+    assert!(!hook.fires_on(Phase::Succeeded), "phases still rule");
+}
+
+fn template_hook(body: &str) -> impl FnOnce(&mut Value) + '_ {
+    move |h| {
+        h["webhook"]["format"] = json!("Template");
+        h["webhook"]["template"] = json!({"body": body});
+    }
+}
+
+#[test]
+fn template_rules() {
+    let good = r#"{"text": {{ ("kelos Task " ~ task.name ~ " " ~ task.phase) | tojson }}}"#;
+    assert_eq!(one_hook(template_hook(good)), Report::default());
+    let body = "spec.onCompletion.hooks[0].webhook.template.body";
+    assert_only_error(
+        &one_hook(template_hook("{% if %}")),
+        body,
+        "syntax error: syntax error",
+    );
+    assert_only_error(
+        &one_hook(template_hook(r#"{"a": {{ task.costUSD | tojson }}}"#)),
+        body,
+        "unknown variable(s) task.costUSD; available: type, id, hook, timestamp, task",
+    );
+    assert_only_error(
+        &one_hook(template_hook(r#"{"text": "{{ task.message }}"}"#)),
+        body,
+        "fails for a sample Succeeded Task (message with quotes and a line break): rendered body is \
+         not valid JSON",
+    );
+    let report = one_hook(|h| {
+        template_hook("{{ task.message }}")(h);
+        h["webhook"]["template"]["contentType"] = json!("text/plain");
+    });
+    assert_eq!(report, Report::default());
+    assert_only_error(
+        &one_hook(|h| {
+            template_hook("{{ task.message }}")(h);
+            h["webhook"]["template"]["contentType"] = json!("plain text");
+        }),
+        "spec.onCompletion.hooks[0].webhook.template.contentType",
+        "must be a media type",
+    );
+    assert_only_error(
+        &one_hook(|h| h["webhook"]["format"] = json!("Template")),
+        "spec.onCompletion.hooks[0].webhook.template",
+        "required with format Template",
+    );
+    assert_only_error(
+        &one_hook(|h| h["webhook"]["template"] = json!({"body": "x"})),
+        "spec.onCompletion.hooks[0].webhook.template",
+        "only for format Template, but format is Generic",
+    );
+    assert_only_error(
+        &one_hook(|h| {
+            template_hook("x")(h);
+            h["webhook"]["template"] = json!({"body": 1, "contentType": "text/plain"});
+        }),
+        body,
+        "must be a string (the template), got a number",
     );
 }
 
@@ -874,8 +1024,8 @@ fn unknown_fields_are_errors_with_suggestions() {
         [
             "spec.onCompletion.hook: unknown field; allowed: hooks (did you mean hooks?)",
             "spec.onCompletion.hooks[0].phase: unknown field; allowed: name, phases, webhook (did you mean phases?)",
-            "spec.onCompletion.hooks[0].webhook.headers: unknown field; allowed: url, secretRef, signingSecretRef, format",
-            "spec.onCompletion.hooks[0].webhook.signingSecretref: unknown field; allowed: url, secretRef, signingSecretRef, format (did you mean signingSecretRef?)",
+            "spec.onCompletion.hooks[0].webhook.headers: unknown field; allowed: url, secretRef, signingSecretRef, format, pagerDuty, template",
+            "spec.onCompletion.hooks[0].webhook.signingSecretref: unknown field; allowed: url, secretRef, signingSecretRef, format, pagerDuty, template (did you mean signingSecretRef?)",
         ]
     );
     let report = one_hook(|h| h["webhook"]["signingSecretRef"]["Key"] = json!("x"));
@@ -1066,6 +1216,8 @@ fn typed_hook(name: &str, url: &str) -> Hook {
                 key: "k".into(),
             }),
             format: None,
+            pager_duty: None,
+            template: None,
         },
     }
 }

@@ -248,7 +248,8 @@ async fn main() -> Result<()> {
             Phase::Succeeded,
             "uid_Succeeded_bench",
             chrono::Utc::now(),
-        )
+            None,
+        )?
         .bytes;
         let start = Instant::now();
         let results: Vec<Result<()>> = stream::iter(0..n)

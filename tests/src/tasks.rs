@@ -24,6 +24,8 @@ pub fn hook(name: &str, url: String) -> Hook {
             secret_ref: None,
             signing_secret_ref: None,
             format: None,
+            pager_duty: None,
+            template: None,
         },
     }
 }

@@ -120,8 +120,26 @@ fn cases() -> Vec<(&'static str, Value, &'static str, &'static str)> {
                 "a",
                 json!({"url": "https://h.example.com/x", "format": "Teams"})
             )]),
-            "spec.onCompletion.hooks[0].webhook.format: Invalid value: \"Teams\": unknown format; allowed: Generic, CloudEvents, Slack (default Generic)",
-            "spec.onCompletion.hooks[0].webhook.format: unknown format \"Teams\"; allowed: Generic, CloudEvents, Slack (default Generic)",
+            "spec.onCompletion.hooks[0].webhook.format: Invalid value: \"Teams\": unknown format; allowed: Generic, CloudEvents, Slack, PagerDuty, MSTeams, Discord, Template (default Generic)",
+            "spec.onCompletion.hooks[0].webhook.format: unknown format \"Teams\"; allowed: Generic, CloudEvents, Slack, PagerDuty, MSTeams, Discord, Template (default Generic)",
+        ),
+        (
+            "PagerDuty without its routing key",
+            json!([hook(
+                "a",
+                json!({"url": "https://events.pagerduty.com/v2/enqueue", "format": "PagerDuty"})
+            )]),
+            "spec.onCompletion.hooks[0].webhook.pagerDuty: Invalid value: required with format PagerDuty; set pagerDuty.routingKeySecretRef",
+            "spec.onCompletion.hooks[0].webhook.pagerDuty: required with format PagerDuty; set pagerDuty.routingKeySecretRef",
+        ),
+        (
+            "template on another format",
+            json!([hook(
+                "a",
+                json!({"url": "https://h.example.com/x", "template": {"body": "x"}})
+            )]),
+            "spec.onCompletion.hooks[0].webhook.template: Invalid value: only for format Template",
+            "spec.onCompletion.hooks[0].webhook.template: only for format Template",
         ),
         (
             "bad Secret name and key",

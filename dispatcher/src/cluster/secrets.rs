@@ -35,6 +35,14 @@ fn data(secret: Secret) -> BTreeMap<String, Vec<u8>> {
     out
 }
 
+/// The value of key `r.key`; a missing key may yet be added, so it is worth retrying.
+fn key_of<'d>(data: &'d SecretData, namespace: &str, r: &SecretKeyRef) -> Result<&'d Vec<u8>> {
+    data.get(&r.key).ok_or_else(|| Error::Secret {
+        message: format!("Secret {namespace}/{} has no key {:?}", r.name, r.key),
+        retryable: true,
+    })
+}
+
 /// Secret reader with a short-lived cache.
 pub struct Secrets {
     client: Client,
@@ -91,13 +99,26 @@ impl Secrets {
         self.get(namespace, &r.name).await
     }
 
+    /// The PagerDuty routing key named by `pagerDuty.routingKeySecretRef` (UTF-8, trimmed).
+    pub async fn routing_key(&self, namespace: &str, r: &SecretKeyRef) -> Result<String> {
+        let data = self.get(namespace, &r.name).await?;
+        let raw = key_of(&data, namespace, r)?;
+        match std::str::from_utf8(raw).map(str::trim) {
+            Ok(key) if !key.is_empty() => Ok(key.to_owned()),
+            _ => Err(Error::Secret {
+                message: format!(
+                    "Secret {namespace}/{} key {:?} is not a routing key (empty or not text)",
+                    r.name, r.key
+                ),
+                retryable: false,
+            }),
+        }
+    }
+
     /// The signing key named by `signingSecretRef`.
     pub async fn signing_key(&self, namespace: &str, r: &SecretKeyRef) -> Result<SigningKey> {
         let data = self.get(namespace, &r.name).await?;
-        let raw = data.get(&r.key).ok_or_else(|| Error::Secret {
-            message: format!("Secret {namespace}/{} has no key {:?}", r.name, r.key),
-            retryable: true,
-        })?;
+        let raw = key_of(&data, namespace, r)?;
         SigningKey::parse(raw).map_err(|e| Error::Secret {
             message: format!("Secret {namespace}/{} key {:?}: {e}", r.name, r.key),
             retryable: false,

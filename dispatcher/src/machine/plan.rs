@@ -157,6 +157,8 @@ mod tests {
                 secret_ref: None,
                 signing_secret_ref: None,
                 format: None,
+                pager_duty: None,
+                template: None,
             },
         }
     }

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
+use kelos_hooks_shared::api::Format;
 use kelos_hooks_shared::payload;
 use kelos_hooks_shared::redact::scheme_and_host;
 use tokio::sync::Semaphore;
@@ -133,9 +134,34 @@ impl Sender {
             }
             None => Vec::new(),
         };
+        let routing_key = match webhook
+            .pager_duty
+            .as_ref()
+            .map(|p| &p.routing_key_secret_ref)
+        {
+            Some(r) if webhook.format == Some(Format::PagerDuty) => {
+                match self.secrets.routing_key(ns, r).await {
+                    Ok(k) => Some(k),
+                    Err(e) => return Some(secret_failure("PagerDuty routing key", e)),
+                }
+            }
+            _ => None,
+        };
         let now = Utc::now();
         let completed = completed_at(&a.task).unwrap_or(now);
-        let body = payload::build(&a.task, &a.hook, a.phase, &a.webhook_id, completed);
+        // A body that cannot be built for this Task (a template failing or rendering invalid
+        // JSON) is final: the same Task would fail the same way on every retry. Nothing is sent.
+        let body = match payload::build(
+            &a.task,
+            &a.hook,
+            a.phase,
+            &a.webhook_id,
+            completed,
+            routing_key.as_deref(),
+        ) {
+            Ok(b) => b,
+            Err(e) => return Some(Outcome::not_sent(false, e.to_string()).with_warnings(warnings)),
+        };
         let body = if a.test {
             crate::test_send::mark(body)
         } else {
@@ -145,7 +171,7 @@ impl Sender {
             url: &webhook.url,
             id: &a.webhook_id,
             body: &body.bytes,
-            content_type: body.content_type,
+            content_type: &body.content_type,
             signing_key: signing_key.as_ref(),
             extra_headers: &extra,
             timeout: self.limits.timeout,

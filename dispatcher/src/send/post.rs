@@ -26,7 +26,7 @@ pub struct Request<'a> {
     /// Body bytes.
     pub body: &'a [u8],
     /// `Content-Type`.
-    pub content_type: &'static str,
+    pub content_type: &'a str,
     /// Signing key, when configured.
     pub signing_key: Option<&'a SigningKey>,
     /// Headers from the hook's Secret (already filtered).

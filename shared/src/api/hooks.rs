@@ -35,9 +35,19 @@ pub struct Hook {
 }
 
 impl Hook {
-    /// Whether this hook fires for `phase` (an omitted list means every terminal phase).
+    /// Whether this hook fires for `phase` (an omitted list means every terminal phase). A
+    /// PagerDuty hook fires on Succeeded only with `pagerDuty.triggerOnSucceeded`: a Task that
+    /// worked is not an incident.
     pub fn fires_on(&self, phase: Phase) -> bool {
-        self.phases.as_ref().is_none_or(|p| p.contains(&phase))
+        let listed = self.phases.as_ref().is_none_or(|p| p.contains(&phase));
+        let pager_duty_success = phase == Phase::Succeeded
+            && self.webhook.format == Some(Format::PagerDuty)
+            && !self
+                .webhook
+                .pager_duty
+                .as_ref()
+                .is_some_and(|p| p.trigger_on_succeeded);
+        listed && !pager_duty_success
     }
 }
 
@@ -96,6 +106,50 @@ pub struct Webhook {
     /// Payload format; `Generic` when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<Format>,
+    /// PagerDuty options: required with `format: PagerDuty`, refused with any other format.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pager_duty: Option<PagerDutyOptions>,
+    /// The body template: required with `format: Template`, refused with any other format.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<TemplateOptions>,
+}
+
+impl Webhook {
+    /// A webhook to `url` in `format` with no Secrets and no format options.
+    pub fn new(url: impl Into<String>, format: Option<Format>) -> Self {
+        Webhook {
+            url: url.into(),
+            secret_ref: None,
+            signing_secret_ref: None,
+            format,
+            pager_duty: None,
+            template: None,
+        }
+    }
+}
+
+/// `webhook.pagerDuty`: how a hook opens PagerDuty incidents (Events API v2).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PagerDutyOptions {
+    /// Secret key holding the integration's routing key (never put it in the URL).
+    pub routing_key_secret_ref: SecretKeyRef,
+    /// Also open an incident when a Task succeeds (by default only Failed triggers one).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub trigger_on_succeeded: bool,
+}
+
+/// `webhook.template`: a user-written body (minijinja) over the Generic payload's variables.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TemplateOptions {
+    /// The template source (minijinja syntax; variables `type`, `id`, `hook`, `timestamp`, `task`).
+    #[schemars(length(min = 1, max = 16384))]
+    pub body: String,
+    /// `Content-Type` of the rendered body; `application/json` (output must parse) when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 127))]
+    pub content_type: Option<String>,
 }
 
 /// A Secret in the Task's namespace.
@@ -127,4 +181,45 @@ pub enum Format {
     CloudEvents,
     /// A Slack incoming-webhook message.
     Slack,
+    /// A PagerDuty Events API v2 event (needs `pagerDuty.routingKeySecretRef`).
+    PagerDuty,
+    /// A Microsoft Teams (Workflows) message with an Adaptive Card.
+    #[serde(rename = "MSTeams")]
+    MsTeams,
+    /// A Discord webhook message with an embed.
+    Discord,
+    /// The user's `template`, rendered over the Generic payload's variables.
+    Template,
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// `docs/on-completion.schema.json` is the JSON Schema of `spec.onCompletion`, generated from
+    /// these types (every format and its options). Refresh: `KELOS_HOOKS_BLESS_DOCS=1 cargo test
+    /// -p kelos-hooks-shared docs_schema`.
+    #[test]
+    fn docs_schema_is_the_generated_one() {
+        let generated = format!(
+            "{}\n",
+            serde_json::to_string_pretty(&schemars::schema_for!(OnCompletion)).unwrap()
+        );
+        let path = format!(
+            "{}/../docs/on-completion.schema.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        if std::env::var_os("KELOS_HOOKS_BLESS_DOCS").is_some() {
+            std::fs::write(&path, &generated).unwrap();
+        }
+        let in_docs = std::fs::read_to_string(&path).unwrap_or_default();
+        assert_eq!(
+            in_docs, generated,
+            "{path} differs from the types; run with KELOS_HOOKS_BLESS_DOCS=1"
+        );
+        for format in ["PagerDuty", "MSTeams", "Discord", "Template"] {
+            assert!(generated.contains(format), "{format}");
+        }
+    }
 }

@@ -7,7 +7,10 @@ mod quantity;
 mod task;
 mod taskspawner;
 
-pub use hooks::{Format, Hook, MAX_HOOKS, OnCompletion, Phase, SecretKeyRef, SecretRef, Webhook};
+pub use hooks::{
+    Format, Hook, MAX_HOOKS, OnCompletion, PagerDutyOptions, Phase, SecretKeyRef, SecretRef,
+    TemplateOptions, Webhook,
+};
 pub use quantity::Quantity;
 pub use task::{Task, TaskSpec, TaskStatus, Usage, Worker};
 pub use taskspawner::{TaskSpawner, TaskSpawnerSpec};

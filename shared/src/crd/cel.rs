@@ -22,6 +22,7 @@ impl Bounds {
     const PHASES: u64 = 8;
     const STRING: u64 = 1024;
     const URL: u64 = 8192;
+    const TEMPLATE: u64 = 65536;
 }
 
 /// Adds the rules to the derived `onCompletion` schema node (and loosens its bounds).
@@ -204,7 +205,13 @@ fn webhook(webhook: &mut Value) {
     secret_name(&mut props["secretRef"]["properties"]["name"]);
     let signing = &mut props["signingSecretRef"]["properties"];
     secret_name(&mut signing["name"]);
-    secret_key(&mut signing["key"]);
+    secret_key(&mut signing["key"], "the signing key");
+    let routing = &mut props["pagerDuty"]["properties"]["routingKeySecretRef"]["properties"];
+    secret_name(&mut routing["name"]);
+    secret_key(&mut routing["key"], "the PagerDuty routing key");
+    let template = &mut props["template"]["properties"];
+    template_body(&mut template["body"]);
+    content_type(&mut template["contentType"]);
 
     let format = &mut props["format"];
     let (allowed, shown) = take_enum(format);
@@ -260,6 +267,7 @@ fn webhook(webhook: &mut Value) {
         r"!self.url.startsWith('https://') || self.url.matches(r'^https://[/\\]') || self.url.matches(r'^https://([^/\\?#@]*@)?[^/\\?#@:]')",
         "must have a host, as in https://hooks.example.com/path",
     ));
+    rules.extend(format_option_rules());
     set_rules(webhook, rules);
 }
 
@@ -282,7 +290,66 @@ fn secret_name(name: &mut Value) {
     );
 }
 
-fn secret_key(key: &mut Value) {
+/// `pagerDuty` goes with `format: PagerDuty` and `template` with `format: Template`, each way.
+fn format_option_rules() -> Vec<Value> {
+    let option = |field: &str, format: &str, required: &str| {
+        [
+            json!({
+                "rule": format!("!has(self.format) || self.format != '{format}' || has(self.{field})"),
+                "message": format!("required with format {format}; {required}"),
+                "fieldPath": format!(".{field}"),
+            }),
+            json!({
+                "rule": format!("!has(self.{field}) || (has(self.format) && self.format == '{format}')"),
+                "message": format!("only for format {format}; remove {field} or set format: {format}"),
+                "fieldPath": format!(".{field}"),
+            }),
+        ]
+    };
+    let mut rules = option(
+        "pagerDuty",
+        "PagerDuty",
+        "set pagerDuty.routingKeySecretRef to the Secret key holding the Events API v2 \
+         integration's routing key",
+    )
+    .to_vec();
+    rules.extend(option(
+        "template",
+        "Template",
+        "set template.body to the body to send",
+    ));
+    rules
+}
+
+fn template_body(body: &mut Value) {
+    let max = take_u64(body, "maxLength", Bounds::TEMPLATE);
+    take(body, "minLength");
+    body["maxLength"] = json!(Bounds::TEMPLATE);
+    set_rules(
+        body,
+        vec![with_message(
+            &format!("self.size() > 0 && self.size() <= {max}"),
+            &format!("must not be empty and at most {max} bytes; shorten the template"),
+        )],
+    );
+}
+
+fn content_type(ct: &mut Value) {
+    let max = take_u64(ct, "maxLength", Bounds::STRING);
+    take(ct, "minLength");
+    ct["maxLength"] = json!(Bounds::STRING);
+    set_rules(
+        ct,
+        vec![with_message(
+            &format!(
+                r"self.size() <= {max} && self.matches(r'^[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+(\s*;[ -~\t]*)?$')"
+            ),
+            "must be a media type such as application/json or text/plain; charset=utf-8",
+        )],
+    );
+}
+
+fn secret_key(key: &mut Value, holds: &str) {
     let max = take_u64(key, "maxLength", Bounds::STRING);
     take(key, "minLength");
     key["maxLength"] = json!(Bounds::STRING);
@@ -293,7 +360,7 @@ fn secret_key(key: &mut Value) {
                 r"self.size() > 0 && self.size() <= {max} && self.matches(r'^[-._a-zA-Z0-9]+$') && self != '.' && !self.startsWith('..')"
             ),
             &format!(
-                "self.size() == 0 ? 'must not be empty; the key in the Secret that holds the signing key' : \
+                "self.size() == 0 ? \"must not be empty; the key in the Secret that holds {holds}\" : \
                  \"is not a valid Secret key: use letters, digits, '-', '_' and '.', at most {max} \
                  characters, not starting with '..'\""
             ),
@@ -367,7 +434,12 @@ mod tests {
         let format = &webhook["properties"]["format"];
         assert_eq!(
             format["x-kubernetes-validations"][0]["rule"],
-            "self in ['Generic', 'CloudEvents', 'Slack']"
+            "self in ['Generic', 'CloudEvents', 'Slack', 'PagerDuty', 'MSTeams', 'Discord', 'Template']"
+        );
+        let template = &webhook["properties"]["template"]["properties"]["body"];
+        assert!(
+            template.to_string().contains("self.size() <= 16384"),
+            "{template}"
         );
     }
 
@@ -380,8 +452,22 @@ mod tests {
                 .get("x-kubernetes-validations")
                 .is_none()
         );
-        for rule in webhook["x-kubernetes-validations"].as_array().unwrap() {
-            assert_eq!(rule["fieldPath"], ".url", "{rule}");
+        let rules = webhook["x-kubernetes-validations"].as_array().unwrap();
+        let (url_rules, option_rules): (Vec<&Value>, Vec<&Value>) =
+            rules.iter().partition(|r| r["fieldPath"] == ".url");
+        // The format-option rules name their own field and never touch the URL.
+        assert_eq!(option_rules.len(), 4, "{option_rules:?}");
+        for rule in &option_rules {
+            assert!(
+                [".pagerDuty", ".template"].contains(&rule["fieldPath"].as_str().unwrap()),
+                "{rule}"
+            );
+            assert!(
+                !rule["rule"].as_str().unwrap().contains("self.url"),
+                "{rule}"
+            );
+        }
+        for rule in url_rules {
             assert!(
                 rule["rule"]
                     .as_str()

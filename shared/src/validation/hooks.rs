@@ -6,6 +6,7 @@ use std::collections::hash_map::Entry;
 use serde_json::Value;
 
 use super::fields::{Joined, Path, kind, known_fields, non_null, object};
+use super::formats;
 use super::names::{
     LABEL_MAX, SUBDOMAIN_MAX, is_dns1123_label, is_dns1123_subdomain, is_secret_key,
 };
@@ -15,10 +16,25 @@ use crate::api::{MAX_HOOKS, Phase};
 
 const ON_COMPLETION_FIELDS: &[&str; 1] = &["hooks"];
 const HOOK_FIELDS: &[&str; 3] = &["name", "phases", "webhook"];
-const WEBHOOK_FIELDS: &[&str; 4] = &["url", "secretRef", "signingSecretRef", "format"];
+const WEBHOOK_FIELDS: &[&str; 6] = &[
+    "url",
+    "secretRef",
+    "signingSecretRef",
+    "format",
+    "pagerDuty",
+    "template",
+];
 const SECRET_REF_FIELDS: &[&str; 1] = &["name"];
 const SIGNING_SECRET_REF_FIELDS: &[&str; 2] = &["name", "key"];
-const FORMATS: &[&str] = &["Generic", "CloudEvents", "Slack"];
+const FORMATS: &[&str] = &[
+    "Generic",
+    "CloudEvents",
+    "Slack",
+    "PagerDuty",
+    "MSTeams",
+    "Discord",
+    "Template",
+];
 
 /// `onCompletion`: `null` (no hooks) or an object with an optional `hooks` list.
 pub(crate) fn on_completion(value: &Value, path: &Path<'_>, ctx: &Context, report: &mut Report) {
@@ -143,6 +159,12 @@ pub(crate) fn hook<'v>(
         ),
         Some(value) => webhook(value, &webhook_path, ctx, report),
     }
+    formats::pager_duty_phases(
+        non_null(phases_value),
+        non_null(webhook_value),
+        path,
+        report,
+    );
 }
 
 fn phases(value: &Value, path: &Path<'_>, report: &mut Report) {
@@ -204,8 +226,14 @@ pub(crate) fn webhook(value: &Value, path: &Path<'_>, ctx: &Context, report: &mu
     ) else {
         return;
     };
-    let [url, secret_ref, signing_secret_ref, format] =
-        known_fields(map, path, WEBHOOK_FIELDS, report);
+    let [
+        url,
+        secret_ref,
+        signing_secret_ref,
+        format,
+        pager_duty,
+        template,
+    ] = known_fields(map, path, WEBHOOK_FIELDS, report);
 
     let url_path = path.field("url");
     match non_null(url) {
@@ -225,7 +253,9 @@ pub(crate) fn webhook(value: &Value, path: &Path<'_>, ctx: &Context, report: &mu
     if let Some(value) = signing_secret_ref {
         secret_reference(value, &path.field("signingSecretRef"), true, report);
     }
-    if secret_ref.is_none() && signing_secret_ref.is_none() {
+    let format_name = non_null(format).and_then(Value::as_str);
+    // A PagerDuty event authenticates with its routing key.
+    if secret_ref.is_none() && signing_secret_ref.is_none() && format_name != Some("PagerDuty") {
         report.warn_at(
             path,
             "no signingSecretRef or secretRef, so the receiver cannot authenticate the sender; add \
@@ -248,10 +278,22 @@ pub(crate) fn webhook(value: &Value, path: &Path<'_>, ctx: &Context, report: &mu
             ),
         }
     }
+    formats::options(format_name, pager_duty, template, path, report);
 }
 
 /// `secretRef` (`name`) or, `with_key`, `signingSecretRef` (`name`, `key`).
 fn secret_reference(value: &Value, path: &Path<'_>, with_key: bool, report: &mut Report) {
+    secret_key_reference(value, path, with_key, "the signing key (whsec_…)", report);
+}
+
+/// A Secret reference; `with_key`, its `key` holds `holds` (for messages).
+pub(crate) fn secret_key_reference(
+    value: &Value,
+    path: &Path<'_>,
+    with_key: bool,
+    holds: &str,
+    report: &mut Report,
+) {
     let what = if with_key {
         "an object with name and key"
     } else {
@@ -293,12 +335,15 @@ fn secret_reference(value: &Value, path: &Path<'_>, with_key: bool, report: &mut
     match non_null(key) {
         None => report.error(
             &key_path,
-            "required; the key in the Secret that holds the signing key (whsec_…)",
+            format!("required; the key in the Secret that holds {holds}"),
         ),
         Some(Value::String(key)) if is_secret_key(key) => {}
         Some(Value::String(key)) if key.is_empty() => report.error(
             &key_path,
-            "must not be empty; the key in the Secret that holds the signing key",
+            format!(
+                "must not be empty; the key in the Secret that holds {}",
+                holds.split(" (").next().unwrap_or(holds)
+            ),
         ),
         Some(Value::String(key)) => report.error(
             &key_path,

@@ -8,6 +8,7 @@
 //! command and the dispatcher's fallback path.
 
 mod fields;
+mod formats;
 mod hooks;
 mod names;
 mod url;

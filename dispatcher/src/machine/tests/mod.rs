@@ -56,6 +56,8 @@ pub(super) fn hook_on(name: &str, phases: Option<Vec<Phase>>) -> Hook {
             secret_ref: None,
             signing_secret_ref: None,
             format: None,
+            pager_duty: None,
+            template: None,
         },
     }
 }

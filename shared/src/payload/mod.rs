@@ -1,12 +1,30 @@
-//! Notification bodies: `Generic` (documented by `docs/payload.schema.json`), CloudEvents 1.0
-//! structured mode, and Slack incoming-webhook messages. Pure functions of the Task, the hook, the
-//! phase, the delivery id and a timestamp, so a retry sends the same body.
+//! Notification bodies, one module per `format`: `Generic` (documented by
+//! `docs/payload.schema.json`), CloudEvents 1.0 structured mode, Slack, PagerDuty Events API v2,
+//! Microsoft Teams (Adaptive Card), Discord (embed) and user templates. Pure functions of the Task,
+//! the hook, the phase, the delivery id and a timestamp, so a retry sends the same body.
 
-use chrono::{DateTime, SecondsFormat, Utc};
-use serde_json::{Value, json};
+mod cloudevents;
+mod discord;
+mod facts;
+mod generic;
+mod msteams;
+mod pagerduty;
+mod slack;
+pub mod template;
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde_json::Value;
+
+pub use cloudevents::cloud_event;
+pub use discord::discord;
+pub use generic::generic;
+pub use msteams::ms_teams;
+pub use pagerduty::pager_duty;
+pub use slack::slack;
 
 use crate::annotations::SPAWNER_LABEL;
-use crate::api::{Format, Hook, Phase, Quantity, Task};
+use crate::api::{Format, Hook, Phase, Task, TaskSpec, TaskStatus, Webhook};
+use crate::error::{Error, Result};
 
 /// `Content-Type` of the Generic and Slack formats.
 pub const JSON: &str = "application/json";
@@ -17,7 +35,7 @@ pub const CLOUDEVENTS_JSON: &str = "application/cloudevents+json";
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Body {
     /// Value of the `Content-Type` header.
-    pub content_type: &'static str,
+    pub content_type: String,
     /// The bytes to send (and sign).
     pub bytes: Vec<u8>,
 }
@@ -38,189 +56,132 @@ pub fn cloud_event_type(phase: Phase) -> &'static str {
     }
 }
 
-fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+/// The name of a format, as users write it.
+pub fn format_name(format: Format) -> &'static str {
+    match format {
+        Format::Generic => "Generic",
+        Format::CloudEvents => "CloudEvents",
+        Format::Slack => "Slack",
+        Format::PagerDuty => "PagerDuty",
+        Format::MsTeams => "MSTeams",
+        Format::Discord => "Discord",
+        Format::Template => "Template",
+    }
 }
 
-fn opt(s: Option<&String>) -> Value {
-    s.map_or(Value::Null, |s| Value::String(s.clone()))
-}
-
-/// The Generic payload object (also the `data` of a CloudEvent).
-pub fn generic(
+/// The body for the hook's format. `routing_key` is the PagerDuty routing key read from the
+/// hook's Secret (unused by other formats). An error means nothing can be sent for this Task: a
+/// template that fails or renders invalid JSON, or a PagerDuty hook without its key.
+pub fn build(
     task: &Task,
     hook: &Hook,
     phase: Phase,
     id: &str,
     timestamp: DateTime<Utc>,
-) -> Value {
-    let meta = &task.metadata;
-    let status = task.status.clone().unwrap_or_default();
-    let usage = status.usage.clone().unwrap_or_default();
-    // kelos writes costUSD as a canonical Quantity ("420m"): receivers get a decimal ("0.42").
-    let cost = usage.cost_usd.as_ref().map(Quantity::to_decimal);
-    let spawner = meta.labels.as_ref().and_then(|l| l.get(SPAWNER_LABEL));
-    json!({
-        "type": event_type(phase),
-        "id": id,
-        "hook": hook.name,
-        "timestamp": rfc3339(timestamp),
-        "task": {
-            "name": meta.name.clone().unwrap_or_default(),
-            "namespace": meta.namespace.clone().unwrap_or_default(),
-            "uid": meta.uid.clone().unwrap_or_default(),
-            "spawner": opt(spawner),
-            "phase": phase.as_str(),
-            "message": opt(status.message.as_ref()),
-            "agentType": task.spec.resolved_agent_type(),
-            "model": task.spec.resolved_model(),
-            "startTime": opt(status.start_time.as_ref()),
-            "completionTime": opt(status.completion_time.as_ref()),
-            "outputs": status.outputs.unwrap_or_default(),
-            "results": status.results.unwrap_or_default(),
-            "usage": {
-                "costUSD": cost,
-                "inputTokens": usage.input_tokens,
-                "outputTokens": usage.output_tokens,
-            },
-        },
-    })
-}
-
-/// A CloudEvents 1.0 structured-mode event carrying the Generic object as `data`.
-pub fn cloud_event(
-    task: &Task,
-    hook: &Hook,
-    phase: Phase,
-    id: &str,
-    timestamp: DateTime<Utc>,
-) -> Value {
-    let ns = task.metadata.namespace.as_deref().unwrap_or_default();
-    let name = task.metadata.name.as_deref().unwrap_or_default();
-    json!({
-        "specversion": "1.0",
-        "id": id,
-        "source": format!("/apis/kelos.dev/v1alpha2/namespaces/{ns}/tasks/{name}"),
-        "type": cloud_event_type(phase),
-        "subject": name,
-        "time": rfc3339(timestamp),
-        "datacontenttype": JSON,
-        "data": generic(task, hook, phase, id, timestamp),
-    })
-}
-
-/// Escapes the three characters Slack's mrkdwn treats as control characters.
-fn slack_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
-
-fn field(label: &str, value: &str) -> Value {
-    json!({"type": "mrkdwn", "text": format!("*{label}*\n{}", slack_escape(value))})
-}
-
-/// Shortens `s` to at most `max` characters (Slack rejects over-long block texts).
-fn truncate(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        return s.to_owned();
-    }
-    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
-    out.push('…');
-    out
-}
-
-/// A Slack incoming-webhook message: a `text` fallback plus blocks that read well in a channel.
-pub fn slack(task: &Task, hook: &Hook, phase: Phase, id: &str, timestamp: DateTime<Utc>) -> Value {
-    let g = generic(task, hook, phase, id, timestamp);
-    let t = &g["task"];
-    let s = |v: &Value| v.as_str().map(str::to_owned);
-    let name = s(&t["name"]).unwrap_or_default();
-    let ns = s(&t["namespace"]).unwrap_or_default();
-    let (emoji, verb) = match phase {
-        Phase::Succeeded => (":white_check_mark:", "succeeded"),
-        Phase::Failed => (":x:", "failed"),
+    routing_key: Option<&str>,
+) -> Result<Body> {
+    let format = hook.webhook.format.unwrap_or_default();
+    let fail = |reason: String| Error::Payload {
+        format: format_name(format),
+        reason,
     };
-    let text = format!("{emoji} kelos Task {ns}/{name} {verb}");
-    let mut fields = vec![field("Task", &name), field("Namespace", &ns)];
-    if let Some(spawner) = s(&t["spawner"]) {
-        fields.push(field("Spawner", &spawner));
-    }
-    fields.push(field("Phase", phase.as_str()));
-    let agent = match (s(&t["agentType"]), s(&t["model"])) {
-        (Some(a), Some(m)) => Some(format!("{a} ({m})")),
-        (Some(a), None) => Some(a),
-        (None, Some(m)) => Some(m),
-        (None, None) => None,
-    };
-    if let Some(agent) = agent {
-        fields.push(field("Agent", &agent));
-    }
-    if let Some(cost) = s(&t["usage"]["costUSD"]) {
-        fields.push(field("Cost", &format!("${cost}")));
-    }
-    let mut blocks = vec![
-        json!({"type": "header", "text": {"type": "plain_text", "text": truncate(&format!("Task {name} {verb}"), 150), "emoji": true}}),
-        json!({"type": "section", "fields": fields}),
-    ];
-    if let Some(message) = s(&t["message"]).filter(|m| !m.is_empty()) {
-        blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": truncate(&slack_escape(&message), 2900)}}));
-    }
-    let outputs: Vec<String> = t["outputs"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str())
-                .map(slack_link)
-                .collect()
-        })
-        .unwrap_or_default();
-    if !outputs.is_empty() {
-        let list = outputs
-            .iter()
-            .map(|o| format!("• {o}"))
-            .collect::<Vec<_>>()
-            .join("\n");
-        blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": truncate(&format!("*Outputs*\n{list}"), 2900)}}));
-    }
-    blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": format!("hook `{}` · delivery `{}`", slack_escape(&hook.name), slack_escape(id))}]}));
-    json!({"text": text, "blocks": blocks})
-}
-
-/// An output as a Slack link when it is a web URL, otherwise as inline code.
-fn slack_link(output: &str) -> String {
-    let is_url = (output.starts_with("https://") || output.starts_with("http://"))
-        && !output.contains(['<', '>', '|', ' ']);
-    if is_url {
-        format!("<{output}>")
-    } else {
-        format!("`{}`", slack_escape(output))
-    }
-}
-
-/// The body for the hook's format.
-pub fn build(task: &Task, hook: &Hook, phase: Phase, id: &str, timestamp: DateTime<Utc>) -> Body {
-    let (content_type, value) = match hook.webhook.format.unwrap_or_default() {
+    let (content_type, value) = match format {
         Format::Generic => (JSON, generic(task, hook, phase, id, timestamp)),
         Format::CloudEvents => (
             CLOUDEVENTS_JSON,
             cloud_event(task, hook, phase, id, timestamp),
         ),
         Format::Slack => (JSON, slack(task, hook, phase, id, timestamp)),
+        Format::MsTeams => (JSON, ms_teams(task, hook, phase, id, timestamp)),
+        Format::Discord => (JSON, discord(task, hook, phase, id, timestamp)),
+        Format::PagerDuty => {
+            let key = routing_key
+                .filter(|k| !k.trim().is_empty())
+                .ok_or_else(|| fail("no routing key (pagerDuty.routingKeySecretRef)".into()))?;
+            (
+                JSON,
+                pager_duty(task, hook, phase, id, timestamp, key.trim()),
+            )
+        }
+        Format::Template => {
+            let options = hook
+                .webhook
+                .template
+                .as_ref()
+                .ok_or_else(|| fail("no template (webhook.template.body)".into()))?;
+            let content_type = options.content_type.as_deref().unwrap_or(JSON);
+            let vars = generic(task, hook, phase, id, timestamp);
+            let bytes = template::render(&options.body, &vars, content_type).map_err(fail)?;
+            return Ok(Body {
+                content_type: content_type.to_owned(),
+                bytes,
+            });
+        }
     };
-    // A Value always serialises.
-    Body {
-        content_type,
-        bytes: serde_json::to_vec(&value).unwrap_or_default(),
-    }
+    let bytes = serde_json::to_vec(&value).map_err(|e| fail(e.to_string()))?;
+    Ok(Body {
+        content_type: content_type.to_owned(),
+        bytes,
+    })
+}
+
+/// Generic payloads of made-up Tasks, one per phase, that a template must render for at apply
+/// time. The message holds quotes, a backslash and a line break, so a template that pastes a
+/// string into JSON without `tojson` is caught before any real Task ends.
+pub fn template_samples() -> Vec<Value> {
+    let hook = Hook {
+        name: "sample-hook".into(),
+        phases: None,
+        webhook: Webhook::new("https://hooks.example.com/x", Some(Format::Template)),
+    };
+    let mut task = Task::new(
+        "sample-task",
+        TaskSpec {
+            agent_type: Some("claude-code".into()),
+            model: Some("opus".into()),
+            ..Default::default()
+        },
+    );
+    task.metadata.namespace = Some("default".into());
+    task.metadata.uid = Some("00000000-0000-0000-0000-000000000000".into());
+    task.metadata.labels = Some([(SPAWNER_LABEL.to_owned(), "sample-spawner".to_owned())].into());
+    task.status = Some(TaskStatus {
+        message: Some("Said \"done\" \\ then\nleft".into()),
+        start_time: Some("2026-01-01T10:00:00Z".into()),
+        completion_time: Some("2026-01-01T10:05:00Z".into()),
+        outputs: Some(vec!["https://github.com/o/r/pull/1".into()]),
+        results: Some([("pr".to_owned(), "1".to_owned())].into()),
+        ..Default::default()
+    });
+    let at = Utc
+        .with_ymd_and_hms(2026, 1, 1, 10, 5, 0)
+        .single()
+        .unwrap_or_default();
+    Phase::ALL
+        .iter()
+        .map(|&phase| {
+            generic(
+                &task,
+                &hook,
+                phase,
+                &format!("00000000-0000-0000-0000-000000000000_{phase}_{}", hook.name),
+                at,
+            )
+        })
+        .collect()
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::api::{TaskSpec, TaskStatus, Usage, Webhook};
-    use chrono::TimeZone;
+    use crate::api::{Quantity, TaskSpec, TaskStatus, Usage, Webhook};
+    use serde_json::json;
+
+    /// [`build`] for a format that needs no routing key.
+    fn built(task: &Task, hook: &Hook, phase: Phase, id: &str, at: DateTime<Utc>) -> Body {
+        build(task, hook, phase, id, at, None).unwrap()
+    }
 
     pub(super) fn task() -> Task {
         let mut task = Task::new(
@@ -263,17 +224,46 @@ mod tests {
                 secret_ref: None,
                 signing_secret_ref: None,
                 format,
+                pager_duty: None,
+                template: None,
             },
         }
     }
 
-    fn ts() -> DateTime<Utc> {
+    /// A file of `tests/fixtures/formats/` (the receivers' documented schemas and examples).
+    pub(super) fn fixture(name: &str) -> Value {
+        let path = format!(
+            "{}/../tests/fixtures/formats/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// What `schema` (a JSON Schema, draft from its `$schema`) finds wrong with `v`.
+    pub(super) fn schema_errors(schema: &Value, v: &Value) -> Vec<String> {
+        schema_errors_with(schema, v, true)
+    }
+
+    /// [`schema_errors`], `formats` saying whether `format` (date-time, uri…) is checked too.
+    pub(super) fn schema_errors_with(schema: &Value, v: &Value, formats: bool) -> Vec<String> {
+        let validator = jsonschema::options()
+            .should_validate_formats(formats)
+            .build(schema)
+            .unwrap();
+        validator
+            .iter_errors(v)
+            .map(|e| format!("{}: {e}", e.instance_path()))
+            .collect()
+    }
+
+    pub(super) fn ts() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 1, 1, 10, 5, 0).unwrap()
     }
 
     #[test]
     fn generic_shape() {
-        let body = build(
+        let body = built(
             &task(),
             &hook(None),
             Phase::Succeeded,
@@ -312,7 +302,7 @@ mod tests {
 
     #[test]
     fn a_real_kelos_task_shows_no_null_where_kelos_has_a_value() {
-        let task = kelos_task(include_str!("../testdata/kelos-task-succeeded.json"));
+        let task = kelos_task(include_str!("../../testdata/kelos-task-succeeded.json"));
         assert_eq!(
             task.spec.agent_type, None,
             "kelos v1alpha2 keeps it in spec.worker"
@@ -354,7 +344,7 @@ mod tests {
             .collect();
         assert!(nulls.is_empty(), "null fields: {nulls:?} in {t}");
 
-        let failed = kelos_task(include_str!("../testdata/kelos-task-failed.json"));
+        let failed = kelos_task(include_str!("../../testdata/kelos-task-failed.json"));
         let v = generic(&failed, &hook(None), Phase::Failed, "id", ts());
         assert_eq!(v["task"]["message"], "Task failed");
         assert_eq!(v["task"]["agentType"], "claude-code");
@@ -364,7 +354,7 @@ mod tests {
             json!({"costUSD": "0.05", "inputTokens": 90, "outputTokens": null})
         );
         let schema: Value =
-            serde_json::from_str(include_str!("../../docs/payload.schema.json")).unwrap();
+            serde_json::from_str(include_str!("../../../docs/payload.schema.json")).unwrap();
         schema_check::validate(&schema, &v, "$").unwrap();
     }
 
@@ -409,7 +399,7 @@ mod tests {
 
     #[test]
     fn cloud_event_shape() {
-        let body = build(
+        let body = built(
             &task(),
             &hook(Some(Format::CloudEvents)),
             Phase::Failed,
@@ -436,7 +426,7 @@ mod tests {
 
     #[test]
     fn slack_shape() {
-        let body = build(
+        let body = built(
             &task(),
             &hook(Some(Format::Slack)),
             Phase::Succeeded,
@@ -472,7 +462,7 @@ mod tests {
     #[test]
     fn generic_validates_against_the_published_schema() {
         let schema: Value =
-            serde_json::from_str(include_str!("../../docs/payload.schema.json")).unwrap();
+            serde_json::from_str(include_str!("../../../docs/payload.schema.json")).unwrap();
         assert_eq!(
             schema["$schema"],
             "https://json-schema.org/draft/2020-12/schema"
