@@ -296,7 +296,13 @@ async fn test_send_by_annotation_and_cli_status_view_and_health_events() -> Resu
 
 /// Our admission server for namespaces labelled `kelos-hooks.dev/test=<label>`, registered; the
 /// manifests registered (to delete them again).
-async fn start_admission(c: &Cluster, label: &str, dispatcher: &str) -> Result<(Server, String)> {
+/// `guard` is the chart's `webhooks.tasks.guard`: who enforces the Task annotation rules.
+async fn start_admission(
+    c: &Cluster,
+    label: &str,
+    dispatcher: &str,
+    guard: &str,
+) -> Result<(Server, String)> {
     let server = Server::start_as(c, label, dispatcher, &["--allow-cidr", ALLOW]).await?;
     let selector = format!("kelos-hooks.dev/test={label}");
     let manifests = server
@@ -307,6 +313,8 @@ async fn start_admission(c: &Cluster, label: &str, dispatcher: &str) -> Result<(
             dispatcher,
             "--namespace-label",
             &selector,
+            "--task-guard",
+            guard,
         ])
         .await?;
     let applied = kubectl(c, &["apply", "-f", "-"], Some(&manifests)).await?;
@@ -339,12 +347,24 @@ async fn annotate_as(
     kubectl(c, &refs, None).await
 }
 
+/// The chart's default guard: the ValidatingAdmissionPolicy asks the authorizer in-process.
 #[tokio::test]
 async fn redelivery_is_allowed_with_the_rbac_verb_refused_without_and_names_who_asked() -> Result<()>
 {
+    redelivery_case("ValidatingAdmissionPolicy", "op-redeliver").await
+}
+
+/// `webhooks.tasks.guard=Webhook` (clusters before 1.30): /validate/tasks asks a
+/// SubjectAccessReview.
+#[tokio::test]
+async fn redelivery_under_the_webhook_guard_asks_a_subject_access_review() -> Result<()> {
+    redelivery_case("Webhook", "op-redeliver-wh").await
+}
+
+async fn redelivery_case(guard: &str, prefix: &str) -> Result<()> {
     let c = cluster().await?;
     let client = c.client().await?;
-    let label = format!("op-redeliver-{}", std::process::id());
+    let label = format!("{prefix}-{}", std::process::id());
     let ns = c.namespace(&label).await?;
     let sa = "kelos-hooks-dispatcher";
     let dispatcher = format!("system:serviceaccount:{ns}:{sa}");
@@ -385,7 +405,7 @@ async fn redelivery_is_allowed_with_the_rbac_verb_refused_without_and_names_who_
     ]});
     let out = kubectl_apply(c, &ns, &rbac, &[]).await?;
     ensure!(out.ok, "{}", out.stderr);
-    let (admission, manifests) = start_admission(c, &label, &dispatcher).await?;
+    let (admission, manifests) = start_admission(c, &label, &dispatcher, guard).await?;
     let result = redeliver_scenario(c, &client, &ns, kubeconfig.path()).await;
     let result = result.map_err(|e| anyhow::anyhow!("{e:#}\nadmission log:\n{}", admission.log()));
     let _ = kubectl(
