@@ -134,10 +134,9 @@ RETRY_AFTER = ["120", " 7 ", "0", "-5", "18446744073709551615", "184467440737095
 
 
 def main():
-    for f in sorted(os.listdir(os.path.join(ROOT, "shared", "testdata"))):
+    for i, f in enumerate(sorted(os.listdir(os.path.join(ROOT, "shared", "testdata")))):
         if f.endswith(".json"):
-            task = json.load(open(os.path.join(ROOT, "shared", "testdata", f)))
-            task_seeds(task, len(count))
+            task_seeds(json.load(open(os.path.join(ROOT, "shared", "testdata", f))), i)
     with tempfile.TemporaryDirectory() as bench:
         subprocess.run([sys.executable, os.path.join(ROOT, "bench", "make_reviews.py"), bench, NS],
                        check=True, stderr=subprocess.DEVNULL)

@@ -196,7 +196,9 @@ fn check_patch(patch: &Value, body: &[u8]) {
             String::from_utf8_lossy(&bytes)
         ),
     };
-    let review: Value = match serde_json::from_slice(body) {
+    // serde skips the strings of fields no decision reads without checking their UTF-8, so a
+    // review the server parsed may hold invalid UTF-8 there; the API server never sends that.
+    let review: Value = match serde_json::from_str(&String::from_utf8_lossy(body)) {
         Ok(v) => v,
         Err(e) => panic!("a parsed review is not JSON: {e}"),
     };
