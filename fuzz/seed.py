@@ -5,7 +5,7 @@ as libFuzzer names its own, so re-seeding adds nothing twice).
 Seeds: the JSON fixtures (shared/testdata, the admission benchmark's objects from
 bench/make_reviews.py) and the kelos examples (../shared/kelos-examples, or $KELOS_EXAMPLES),
 each TaskSpawner given an onCompletion block, as the reviews, annotations and YAML files each
-target reads. Run by hack/fuzz.sh; safe to run again.
+target reads. Run by hack/fuzz.sh: seeds only empty corpora (SEED_ALL=1: every corpus).
 """
 import hashlib, json, os, subprocess, sys, tempfile
 
@@ -18,12 +18,20 @@ NS, SPAWNER = "team-a", "my-spawner"  # the spawner the fuzzed server caches (ad
 KELOS = "system:serviceaccount:kelos-system:kelos-controller"
 DISPATCHER = "system:serviceaccount:kelos-hooks:kelos-hooks-dispatcher"
 count = {}
+FORCE = os.environ.get("SEED_ALL") == "1"
+
+
+fresh = {}  # per target: whether its corpus was empty at start (only those are seeded)
 
 
 def put(target, data):
     if isinstance(data, str):
         data = data.encode()
     d = os.path.join(CORPUS, target)
+    if target not in fresh:
+        fresh[target] = FORCE or not (os.path.isdir(d) and os.listdir(d))
+    if not fresh[target]:
+        return  # cmin decided what this corpus keeps; SEED_ALL=1 adds the seeds again
     os.makedirs(d, exist_ok=True)
     path = os.path.join(d, hashlib.sha1(data).hexdigest())
     if not os.path.exists(path):
