@@ -151,10 +151,12 @@ pub fn decide<'a>(req: &Request<'a>, kelos: &Identities, stored: Option<&Stored>
     let new = on_completion(req.object.as_ref());
     let old = on_completion(req.old_object.as_ref());
     match (new, old) {
-        (None, Some(old)) if req.object.as_ref().is_some_and(|o| !o.spec.present) => {
-            Outcome::RestoreSpec(old)
-        }
-        (None, Some(old)) => Outcome::Restore(old),
+        // Found by fuzzing: an UPDATE without an object has nothing a patch could apply to.
+        (None, Some(old)) => match req.object.as_ref() {
+            None => Outcome::Allow,
+            Some(o) if !o.spec.present => Outcome::RestoreSpec(old),
+            Some(_) => Outcome::Restore(old),
+        },
         _ => Outcome::Allow,
     }
 }
@@ -359,6 +361,15 @@ mod tests {
             json_patch::patch(&mut new, &ops).unwrap();
             assert_eq!(new["spec"]["onCompletion"], stored["spec"]["onCompletion"]);
         }
+        let mut no_object: Value =
+            serde_json::from_str(&review("v1alpha2", CONTROLLER, json!(null), stored)).unwrap();
+        no_object["request"]
+            .as_object_mut()
+            .unwrap()
+            .remove("object");
+        let body = no_object.to_string();
+        let r = crate::review::parse(body.as_bytes()).unwrap();
+        assert!(matches!(decide(&r, &kelos(), None), Outcome::Allow));
     }
 
     #[test]
