@@ -10,8 +10,10 @@ pub mod cli;
 pub mod crd_check;
 pub mod crd_extension;
 pub mod error;
-#[cfg(test)]
-mod fixtures;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fixtures;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod handlers;
 pub mod metrics;
 pub mod patch;

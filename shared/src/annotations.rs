@@ -65,9 +65,12 @@ pub fn encode_snapshot(hooks: &[Hook]) -> String {
     serde_json::to_string(&snapshot).unwrap_or_default()
 }
 
-/// Parses an [`ON_COMPLETION`] annotation value.
+/// Parses an [`ON_COMPLETION`] annotation value. Read as a JSON value first, so a key written
+/// twice keeps its last value, as the rules (`validation::validate_snapshot`) and the API server
+/// read it; typed reading would refuse the first one (found by fuzzing,
+/// `fuzz/regressions/snapshot/`).
 pub fn decode_snapshot(value: &str) -> Result<OnCompletion, serde_json::Error> {
-    serde_json::from_str(value)
+    serde_json::from_value(serde_json::from_str(value)?)
 }
 
 /// Whether an [`ON_COMPLETION`] value is the snapshot a kelos build with its own onCompletion
@@ -101,5 +104,13 @@ mod tests {
         assert_eq!(r, Redeliver::Hooks(vec!["a".into(), "b".into()]));
         assert!(r.names("b") && !r.names("c"));
         assert_eq!(Redeliver::parse(" , "), Redeliver::Hooks(vec![]));
+    }
+
+    #[test]
+    fn a_key_written_twice_keeps_its_last_value() {
+        let twice = r#"{"hooks":[{"name":"a","phases":"x","phases":["Failed"],"webhook":{"url":"https://h.example.com/x"}}]}"#;
+        let decoded = decode_snapshot(twice).map_err(|e| e.to_string());
+        let phases = decoded.map(|oc| oc.hooks.first().and_then(|h| h.phases.clone()));
+        assert_eq!(phases, Ok(Some(vec![crate::api::Phase::Failed])));
     }
 }

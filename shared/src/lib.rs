@@ -11,6 +11,8 @@ pub mod crd_check;
 pub mod error;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod ip;
 pub mod redact;
 pub mod validation;
@@ -19,3 +21,4 @@ pub use error::{Error, Result};
 pub mod deliveries;
 pub mod duration;
 pub mod payload;
+pub mod retry_after;

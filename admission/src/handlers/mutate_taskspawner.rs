@@ -108,6 +108,8 @@ pub enum Outcome<'a> {
     Allow,
     /// Put the stored `onCompletion` back.
     Restore(&'a RawValue),
+    /// Put the stored `onCompletion` back into a write without any `spec` (adds `spec` whole).
+    RestoreSpec(&'a RawValue),
     /// Refuse it, saying why.
     Refuse(String),
 }
@@ -149,7 +151,12 @@ pub fn decide<'a>(req: &Request<'a>, kelos: &Identities, stored: Option<&Stored>
     let new = on_completion(req.object.as_ref());
     let old = on_completion(req.old_object.as_ref());
     match (new, old) {
-        (None, Some(old)) => Outcome::Restore(old),
+        // Found by fuzzing: an UPDATE without an object has nothing a patch could apply to.
+        (None, Some(old)) => match req.object.as_ref() {
+            None => Outcome::Allow,
+            Some(o) if !o.spec.present => Outcome::RestoreSpec(old),
+            Some(_) => Outcome::Restore(old),
+        },
         _ => Outcome::Allow,
     }
 }
@@ -162,6 +169,14 @@ pub fn to_decision(outcome: &Outcome<'_>) -> Decision {
             allowed: true,
             patch: Some(Patch::new(format!(
                 r#"[{{"op":"add","path":"/spec/onCompletion","value":{}}}]"#,
+                old.get()
+            ))),
+            ..Decision::default()
+        },
+        Outcome::RestoreSpec(old) => Decision {
+            allowed: true,
+            patch: Some(Patch::new(format!(
+                r#"[{{"op":"add","path":"/spec","value":{{"onCompletion":{}}}}}]"#,
                 old.get()
             ))),
             ..Decision::default()
@@ -209,7 +224,7 @@ pub async fn handle(
         req.username(),
     );
     match &outcome {
-        Outcome::Restore(_) => {
+        Outcome::Restore(_) | Outcome::RestoreSpec(_) => {
             metrics.observe_hooks_kept("restored");
             tracing::info!(
                 namespace,
@@ -271,6 +286,7 @@ mod tests {
         match decide(&r, &kelos(), stored.as_ref()) {
             Outcome::Allow => "allow".into(),
             Outcome::Restore(v) => format!("restore {}", v.get()),
+            Outcome::RestoreSpec(v) => format!("restore spec {}", v.get()),
             Outcome::Refuse(why) => format!("refuse {why}"),
         }
     }
@@ -326,6 +342,34 @@ mod tests {
             ops,
             json!([{"op": "add", "path": "/spec/onCompletion", "value": serde_json::from_str::<Value>(HOOKS).unwrap()}])
         );
+    }
+
+    #[test]
+    fn a_write_without_spec_gets_spec_back_whole() {
+        // Found by fuzzing: `add /spec/onCompletion` cannot apply where there is no `/spec`.
+        let stored = spawner(Some(HOOKS), "7");
+        for spec in [None, Some(Value::Null)] {
+            let mut new = stored.clone();
+            match spec {
+                None => new.as_object_mut().unwrap().remove("spec"),
+                Some(v) => new.as_object_mut().unwrap().insert("spec".into(), v),
+            };
+            let body = review("v1alpha2", CONTROLLER, new.clone(), stored.clone());
+            let r = crate::review::parse(body.as_bytes()).unwrap();
+            let d = to_decision(&decide(&r, &kelos(), None));
+            let ops: json_patch::Patch = serde_json::from_str(&d.patch.unwrap().json()).unwrap();
+            json_patch::patch(&mut new, &ops).unwrap();
+            assert_eq!(new["spec"]["onCompletion"], stored["spec"]["onCompletion"]);
+        }
+        let mut no_object: Value =
+            serde_json::from_str(&review("v1alpha2", CONTROLLER, json!(null), stored)).unwrap();
+        no_object["request"]
+            .as_object_mut()
+            .unwrap()
+            .remove("object");
+        let body = no_object.to_string();
+        let r = crate::review::parse(body.as_bytes()).unwrap();
+        assert!(matches!(decide(&r, &kelos(), None), Outcome::Allow));
     }
 
     #[test]

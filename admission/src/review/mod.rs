@@ -230,8 +230,8 @@ pub struct Object<'a> {
     /// `metadata`.
     #[serde(borrow, default, deserialize_with = "null_as_default")]
     pub metadata: Metadata<'a>,
-    /// `spec` (`null` or absent reads as empty).
-    #[serde(borrow, default, deserialize_with = "null_as_default")]
+    /// `spec` (`null` or absent reads as empty, [`Spec::present`] false).
+    #[serde(borrow, default, deserialize_with = "present_spec")]
     pub spec: Spec<'a>,
 }
 
@@ -243,6 +243,18 @@ pub struct Spec<'a> {
     /// `spec.onCompletion`, exactly as in the body, for the rules to read as written.
     #[serde(rename = "onCompletion", borrow, default)]
     pub on_completion: Option<&'a RawValue>,
+    /// Whether the object has a `spec` object at all: a JSON patch can add under `/spec` only
+    /// then (found by fuzzing, `fuzz/regressions/mutate_taskspawners/`).
+    #[serde(skip)]
+    pub present: bool,
+}
+
+/// A `spec` object marked [`Spec::present`]; `null` reads as absent.
+fn present_spec<'de, D: Deserializer<'de>>(d: D) -> Result<Spec<'de>, D::Error> {
+    let spec = Option::<Spec<'de>>::deserialize(d)?;
+    Ok(spec
+        .map(|s| Spec { present: true, ..s })
+        .unwrap_or_default())
 }
 
 /// The metadata fields a decision reads.

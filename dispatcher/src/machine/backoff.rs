@@ -1,8 +1,8 @@
-//! Retry delays: exponential backoff with full jitter, and `Retry-After` within bounds.
+//! Retry delays: exponential backoff with full jitter, and `Retry-After` within bounds (the
+//! header itself is read by `kelos_hooks_shared::retry_after`).
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use rand::Rng;
 
 /// Exponential backoff parameters.
@@ -49,23 +49,10 @@ impl Backoff {
     }
 }
 
-/// Parses `Retry-After`: delay-seconds or an HTTP-date (relative to `now`; past dates give zero).
-pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = DateTime::parse_from_rfc2822(value)
-        .ok()?
-        .with_timezone(&Utc);
-    Some((at - now).to_std().unwrap_or(Duration::ZERO))
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
     use rand::SeedableRng;
     use rand::rngs::StdRng;
 
@@ -114,25 +101,5 @@ mod tests {
             B.next(1, Some(Duration::ZERO), &mut rng),
             Duration::from_secs(1)
         );
-    }
-
-    #[test]
-    fn parses_both_retry_after_forms() {
-        let now = Utc.with_ymd_and_hms(2015, 10, 21, 7, 27, 0).unwrap();
-        assert_eq!(
-            parse_retry_after("120", now),
-            Some(Duration::from_secs(120))
-        );
-        assert_eq!(parse_retry_after(" 7 ", now), Some(Duration::from_secs(7)));
-        assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now),
-            Some(Duration::from_secs(60))
-        );
-        assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now),
-            Some(Duration::ZERO)
-        );
-        assert_eq!(parse_retry_after("soon", now), None);
-        assert_eq!(parse_retry_after("-5", now), None);
     }
 }

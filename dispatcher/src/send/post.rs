@@ -11,8 +11,8 @@ use kelos_hooks_shared::redact::{redact, redact_known};
 use super::client::SafeClient;
 use super::resolve::{find_refusal, vet_url};
 use super::sign::SigningKey;
-use crate::machine::backoff::parse_retry_after;
 use crate::machine::outcome::Outcome;
+use kelos_hooks_shared::retry_after::parse_retry_after;
 
 /// Most bytes of a response body kept for Events and logs.
 pub const BODY_EXCERPT: usize = 4096;

@@ -161,7 +161,8 @@ fn parse_and_judge(url: &str, path: &Path<'_>, ctx: &Context, report: &mut Repor
             path,
             "must have a host, as in https://hooks.example.com/path",
         ),
-        Some(Host::Domain("")) => report.error(
+        // `https://./` parses with the DNS root `.` as its host: no host to deliver to either.
+        Some(Host::Domain(domain)) if domain.trim_end_matches('.').is_empty() => report.error(
             path,
             "must have a host, as in https://hooks.example.com/path",
         ),
@@ -557,6 +558,22 @@ mod tests {
             "HTTPS://a.com/",
         ] {
             assert_eq!(plain_https_host(url), None, "{url}");
+        }
+    }
+
+    #[test]
+    fn dots_alone_are_no_host() {
+        // Found by fuzzing (fuzz/regressions/url/): the url crate keeps `.` and `..` as domains.
+        for url in ["https://./", "https://../x", "https://.//.example.com/"] {
+            let mut report = Report::default();
+            assert!(
+                validate_url(url, "u", &Context::default(), &mut report).is_none(),
+                "{url}"
+            );
+            assert!(
+                report.error_summary().contains("must have a host"),
+                "{url}: {report:?}"
+            );
         }
     }
 }

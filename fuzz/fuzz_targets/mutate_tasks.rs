@@ -1,0 +1,7 @@
+//! The `mutate/tasks` webhook endpoint end to end (see `kelos_hooks_admission::fuzzing::endpoint`).
+#![no_main]
+
+use kelos_hooks_admission::fuzzing::endpoint;
+use kelos_hooks_admission::metrics::Endpoint;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| endpoint(Endpoint::MutateTasks, data));

@@ -1,0 +1,4 @@
+//! See `kelos_hooks_shared::fuzzing::url`.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| kelos_hooks_shared::fuzzing::url(data));
