@@ -23,7 +23,7 @@ use crate::deliveries::Deliveries;
 use crate::ip::{IpPolicy, blocked_range};
 use crate::retry_after::parse_retry_after;
 use crate::validation::{
-    Context, Report, Validate, validate_on_completion, validate_on_completion_json,
+    Context, Report, Validate, judge_hook_url, validate_on_completion, validate_on_completion_json,
     validate_snapshot, validate_url,
 };
 
@@ -132,6 +132,13 @@ fn judge_one_url(url: &str, ctx: &Context) {
     assert_eq!(
         alone.warnings, in_hooks.warnings,
         "URL warnings disagree with the hook rules"
+    );
+
+    // The verdict delivery and `check-url` use is the same as admission's.
+    assert_eq!(
+        judge_hook_url(url, ctx).is_ok(),
+        parsed.is_some(),
+        "judge_hook_url disagrees with validate_url"
     );
 
     let Some(parsed) = parsed else { return };
