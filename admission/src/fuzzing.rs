@@ -52,6 +52,7 @@ static SERVER: LazyLock<Option<Server>> = LazyLock::new(|| {
         dispatchers: vec![DEFAULT_DISPATCHER_IDENTITY.to_owned()],
         kelos: Identities::new(&DEFAULT_KELOS_IDENTITIES.map(String::from)),
         metrics: Arc::new(Metrics::new()),
+        authorizer: Default::default(),
     };
     let runtime = tokio::runtime::Builder::new_current_thread().build().ok()?;
     Some(Server {
@@ -66,6 +67,7 @@ fn path_of(endpoint: Endpoint) -> &'static str {
         Endpoint::MutateTasks => paths::MUTATE_TASKS,
         Endpoint::ValidateTasks => paths::VALIDATE_TASKS,
         Endpoint::MutateTaskSpawners => paths::MUTATE_TASKSPAWNERS,
+        Endpoint::StampRedelivery => paths::STAMP_REDELIVERY,
     }
 }
 
