@@ -120,7 +120,7 @@ fn cases() -> Vec<(&'static str, Value, &'static str, &'static str)> {
                 "a",
                 json!({"url": "https://h.example.com/x", "format": "Teams"})
             )]),
-            "spec.onCompletion.hooks[0].webhook.format: Invalid value: \"Teams\": unknown format; allowed: Generic, CloudEvents, Slack, PagerDuty, MSTeams, Discord, Template (default Generic)",
+            "spec.onCompletion.hooks[0].webhook.format: Invalid value: unknown format; allowed: Generic, CloudEvents, Slack, PagerDuty, MSTeams, Discord, Template (default Generic)",
             "spec.onCompletion.hooks[0].webhook.format: unknown format \"Teams\"; allowed: Generic, CloudEvents, Slack, PagerDuty, MSTeams, Discord, Template (default Generic)",
         ),
         (

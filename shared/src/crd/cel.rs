@@ -213,16 +213,16 @@ fn webhook(webhook: &mut Value) {
     template_body(&mut template["body"]);
     content_type(&mut template["contentType"]);
 
+    // Judged on the webhook object (reported at `.format`) so that the API server does not quote
+    // the value back: a URL pasted into the wrong field may carry credentials.
     let format = &mut props["format"];
     let (allowed, shown) = take_enum(format);
     format["maxLength"] = json!(Bounds::STRING);
-    set_rules(
-        format,
-        vec![with_message(
-            &format!("self in {allowed}"),
-            &format!("unknown format; allowed: {shown} (default Generic)"),
-        )],
-    );
+    let format_rule = json!({
+        "rule": format!("!has(self.format) || self.format in {allowed}"),
+        "message": format!("unknown format; allowed: {shown} (default Generic)"),
+        "fieldPath": ".format",
+    });
 
     // Each condition judges only URLs the ones before it let through, as the webhook does, so a
     // URL gets the message that says what to change first.
@@ -267,6 +267,7 @@ fn webhook(webhook: &mut Value) {
         r"!self.url.startsWith('https://') || self.url.matches(r'^https://[/\\]') || self.url.matches(r'^https://([^/\\?#@]*@)?[^/\\?#@:]')",
         "must have a host, as in https://hooks.example.com/path",
     ));
+    rules.push(format_rule);
     rules.extend(format_option_rules());
     set_rules(webhook, rules);
 }

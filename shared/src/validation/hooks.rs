@@ -270,7 +270,11 @@ pub(crate) fn webhook(value: &Value, path: &Path<'_>, ctx: &Context, report: &mu
             Value::String(f) if FORMATS.contains(&f.as_str()) => {}
             Value::String(f) => report.error(
                 &format_path,
-                format!("unknown format {f:?}; allowed: {allowed} (default Generic)"),
+                // Redacted: a URL pasted here by mistake may carry credentials.
+                format!(
+                    "unknown format {:?}; allowed: {allowed} (default Generic)",
+                    crate::redact::redact(f)
+                ),
             ),
             _ => report.error(
                 &format_path,
