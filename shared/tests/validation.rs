@@ -845,6 +845,10 @@ fn format_rules() {
             ),
         );
     }
+    // A URL pasted into `format` is named without its credentials.
+    let report =
+        one_hook(|h| h["webhook"]["format"] = json!("https://u:pw@h.example.com/x?token=t"));
+    assert_only_error(&report, path, "unknown format \"https://h.example.com\"");
     assert_only_error(
         &one_hook(|h| h["webhook"]["format"] = json!(1)),
         path,

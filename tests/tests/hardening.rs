@@ -226,6 +226,15 @@ async fn admission_denials_and_logs_never_echo_a_credential() -> Result<()> {
         assert!(out.stderr.contains("credentials"), "{}", out.stderr);
         assert_no_credential("kubectl's output", &format!("{}{}", out.stdout, out.stderr));
     }
+    // The same URL pasted into `format` by mistake is not quoted back either.
+    let odd = json!({"hooks": [{"name": "a", "webhook": {"url": "https://h.example.com/x", "format": url}}]});
+    let out = kubectl_apply(c, &ns, &spawner_manifest("odd", odd), &[]).await?;
+    assert!(
+        !out.ok && out.stderr.contains("unknown format"),
+        "{}",
+        out.stderr
+    );
+    assert_no_credential("kubectl's output", &out.stderr);
     assert_no_credential("the admission server log", &server.log());
     server.unregister(c).await?;
     Ok(())
