@@ -952,9 +952,12 @@ async fn wait_events_allowed(client: &kube::Client, ns: &str, allowed: bool) -> 
             "reason": "Probe",
             "type": "Normal",
             "note": "is Event creation blocked?",
+            "regarding": {"apiVersion": "v1", "kind": "Namespace", "name": ns, "namespace": ns},
         }))?;
         let created = api.create(&PostParams::default(), &probe).await;
-        if created.is_ok() == allowed {
+        let blocked =
+            matches!(&created, Err(e) if e.to_string().contains("Events blocked by the test"));
+        if created.is_ok() && allowed || blocked && !allowed {
             return Ok(());
         }
         if Instant::now() > deadline {
