@@ -22,7 +22,10 @@ use crate::cluster::redeliver;
 use crate::cluster::secrets::Secrets;
 use crate::cluster::spawner::SpawnerHooks;
 use crate::cluster::test_ledger::{self, TestLedger};
-use crate::machine::{Effect, Input, Machine, Metric, Note, Record, Rules, SpawnerTest, Timer};
+use crate::machine::{
+    Announcement, Effect, Input, Machine, Metric, Note, Published, Record, Rules, SpawnerTest,
+    Timer,
+};
 use crate::metrics::{HookLabel, Metrics, ResultLabel};
 use crate::send::client::SafeClient;
 use crate::send::{SendLimits, Sender};
@@ -81,7 +84,10 @@ pub struct Executor {
 fn settles(input: &Input) -> bool {
     matches!(
         input,
-        Input::Attempted { .. } | Input::Recorded { .. } | Input::Timer(Timer::Rewrite { .. })
+        Input::Attempted { .. }
+            | Input::Announced { .. }
+            | Input::Recorded { .. }
+            | Input::Timer(Timer::Rewrite { .. })
     )
 }
 
@@ -276,6 +282,7 @@ impl Executor {
                 });
             }
             Effect::Event(note) => self.publish(note),
+            Effect::Announce(a) => self.announce(a),
             Effect::Metric(m) => self.count(m),
             Effect::Warn {
                 task_uid,
@@ -358,7 +365,34 @@ impl Executor {
         });
     }
 
-    fn publish(&self, n: Note) {
+    /// Publishes a Failed Warning Event and reports when it is answered (cancelled with the
+    /// attempts: a replica that is no longer leader must not record the hook).
+    fn announce(&self, a: Announcement) {
+        self.log(&a.note);
+        let events = self.events.clone();
+        let tx = self.tx.clone();
+        let cancel = self.term.child_token();
+        tokio::spawn(async move {
+            let Announcement {
+                uid,
+                phase,
+                hook,
+                note: n,
+            } = a;
+            let result = tokio::select! {
+                _ = cancel.cancelled() => Published::Cancelled,
+                r = events.publish_awaited(&n.object, n.warning, n.reason, &n.hook, &n.message) => r,
+            };
+            let _ = tx.send(Msg::Input(Input::Announced {
+                uid,
+                phase,
+                hook,
+                result,
+            }));
+        });
+    }
+
+    fn log(&self, n: &Note) {
         let task_uid = n.object.uid.as_deref().unwrap_or_default();
         let task = format!(
             "{}/{}",
@@ -370,6 +404,10 @@ impl Executor {
         } else {
             tracing::info!(task_uid, task, hook = %n.hook, reason = n.reason, "{}", n.message);
         }
+    }
+
+    fn publish(&self, n: Note) {
+        self.log(&n);
         self.events
             .publish(n.object, n.warning, n.reason, &n.hook, n.message);
     }

@@ -897,3 +897,150 @@ async fn a_rerun_to_another_phase_notifies_again_with_a_new_id() -> Result<()> {
     );
     Ok(())
 }
+
+// ---------------------------------------------------------------------------------------------
+// A Failed hook's Warning Event survives a refused publish and a SIGKILL.
+
+/// A ValidatingAdmissionPolicy (and its binding) refusing every Event written in `ns`, the way a
+/// restarting etcd or API server refuses them; waits until it is in force.
+async fn block_events(client: &kube::Client, ns: &str) -> Result<()> {
+    use k8s_openapi::api::admissionregistration::v1::{
+        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    };
+    let name = format!("block-events-{ns}");
+    let policy: ValidatingAdmissionPolicy = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}},
+                "resourceRules": [{
+                    "apiGroups": ["", "events.k8s.io"],
+                    "apiVersions": ["*"],
+                    "operations": ["CREATE", "UPDATE"],
+                    "resources": ["events"],
+                }],
+            },
+            "validations": [{"expression": "false", "message": "Events blocked by the test"}],
+        },
+    }))?;
+    let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"policyName": name, "validationActions": ["Deny"]},
+    }))?;
+    Api::<ValidatingAdmissionPolicy>::all(client.clone())
+        .create(&PostParams::default(), &policy)
+        .await?;
+    Api::<ValidatingAdmissionPolicyBinding>::all(client.clone())
+        .create(&PostParams::default(), &binding)
+        .await?;
+    wait_events_allowed(client, ns, false).await
+}
+
+/// Removes what [`block_events`] created; waits until Events are accepted again.
+async fn unblock_events(client: &kube::Client, ns: &str) -> Result<()> {
+    use k8s_openapi::api::admissionregistration::v1::{
+        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    };
+    let name = format!("block-events-{ns}");
+    let dp = kube::api::DeleteParams::default();
+    Api::<ValidatingAdmissionPolicyBinding>::all(client.clone())
+        .delete(&name, &dp)
+        .await?;
+    Api::<ValidatingAdmissionPolicy>::all(client.clone())
+        .delete(&name, &dp)
+        .await?;
+    wait_events_allowed(client, ns, true).await
+}
+
+/// Creates probe Events in `ns` until their creation is `allowed` (or not).
+async fn wait_events_allowed(client: &kube::Client, ns: &str, allowed: bool) -> Result<()> {
+    use k8s_openapi::api::events::v1::Event;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+    let api: Api<Event> = Api::namespaced(client.clone(), ns);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for i in 0.. {
+        let probe: Event = serde_json::from_value(json!({
+            "metadata": {"name": format!("probe-{i}")},
+            "eventTime": MicroTime(Timestamp::now()),
+            "reportingController": "kelos-hooks-tests/probe",
+            "reportingInstance": "probe",
+            "action": "Probe",
+            "reason": "Probe",
+            "type": "Normal",
+            "note": "is Event creation blocked?",
+            "regarding": {"apiVersion": "v1", "kind": "Namespace", "name": ns, "namespace": ns},
+        }))?;
+        let created = api.create(&PostParams::default(), &probe).await;
+        let blocked =
+            matches!(&created, Err(e) if e.to_string().contains("Events blocked by the test"));
+        if created.is_ok() && allowed || blocked && !allowed {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "Event creation in {ns} still allowed={}: {created:?}",
+                !allowed
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    unreachable!("the probe loop only ends by returning")
+}
+
+#[tokio::test]
+async fn a_failed_hooks_warning_event_survives_a_refused_publish_and_a_sigkill() -> Result<()> {
+    let c = cluster().await?;
+    let client = c.client().await?;
+    let ns = c.namespace("disp-warn").await?;
+    let rx = Receiver::start().await?;
+    rx.script("/gone", std::iter::repeat_n(Reply::Status(410), 10));
+    block_events(&client, &ns).await?;
+    let mut a = Dispatcher::start(c, &ns, rx.ca_file(), "127.0.0.0/8", "a", &[]).await?;
+    let api: Api<Task> = Api::namespaced(client.clone(), &ns);
+    create_task(
+        &api,
+        "t",
+        Some(&[hook("gone", rx.url("/gone"), None, None)]),
+        None,
+    )
+    .await?;
+    complete(&api, "t", Phase::Succeeded, Duration::ZERO).await?;
+
+    // The hook failed for good (410), but its Warning Event is refused: the Failed state must
+    // not be written before the Event is.
+    let deadline = Instant::now() + WAIT;
+    while !a.logs().contains("could not publish Event; retrying") {
+        if Instant::now() > deadline {
+            bail!("no refused publish retried\n{}", a.logs());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(rx.requests_to("/gone").len(), 1);
+    let t = api.get("t").await?;
+    assert_ne!(
+        deliveries(&t).state("gone"),
+        HookState::Failed,
+        "Failed written before its Warning Event\n{}",
+        a.logs()
+    );
+    // Killed mid-publish; the block lifted; a new leader.
+    a.kill().await;
+    unblock_events(&client, &ns).await?;
+    let b = Dispatcher::start(c, &ns, rx.ca_file(), "127.0.0.0/8", "b", &[]).await?;
+    let done = wait_report_phase(&api, "t", Phase::Succeeded, WAIT, || b.logs()).await?;
+    assert_eq!(deliveries(&done).state("gone"), HookState::Failed);
+    let events = wait_event(&client, &ns, "t", "WebhookFailed", "hook gone").await?;
+    let failed = events
+        .iter()
+        .find(|e| e.reason == "WebhookFailed")
+        .expect("WebhookFailed Event");
+    assert_eq!(failed.type_, "Warning");
+    assert!(failed.note.contains("HTTP 410"), "{failed:?}");
+    assert_eq!(failed.reporter, "kelos-hooks-dispatcher");
+    // The price of never losing the Event: the attempt was repeated (same webhook-id).
+    let sent = rx.requests_to("/gone");
+    assert_eq!(sent.len(), 2, "one attempt per leader");
+    assert_eq!(sent[0].header("webhook-id"), sent[1].header("webhook-id"));
+    Ok(())
+}

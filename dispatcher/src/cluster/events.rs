@@ -1,12 +1,18 @@
 //! Kubernetes Events on Tasks. Published in the background: an Event must never delay a delivery.
+//! The one exception is a hook's Failed Warning Event: [`Events::publish_awaited`] retries it and
+//! the machine records the Failed state only once it is answered, so no SIGKILL can lose it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use tokio::sync::Semaphore;
+
+use crate::machine::Published;
+use crate::machine::backoff::Backoff;
 
 /// Event reasons.
 pub mod reason {
@@ -47,6 +53,16 @@ const CONCURRENCY: usize = 16;
 /// Normal Events waiting beyond this are dropped (Warnings never are): under a burst, Events must
 /// not grow memory or crowd out delivery-state writes at the API server.
 const MAX_PENDING_NORMAL: usize = 5_000;
+
+/// How long a Failed Warning Event is retried before the Failed state is recorded without it:
+/// long enough to outlast an etcd or API server restart, short enough that a cluster refusing
+/// Events for good (e.g. RBAC) does not keep hooks open for ever.
+const AWAITED_FOR: Duration = Duration::from_secs(300);
+/// Delays between tries of an awaited Event.
+const AWAITED_BACKOFF: Backoff = Backoff {
+    base: Duration::from_millis(200),
+    max: Duration::from_secs(10),
+};
 
 /// Publishes Events.
 #[derive(Clone)]
@@ -97,6 +113,38 @@ impl Events {
         });
     }
 
+    /// Publishes and waits, trying again with backoff until the API server stores it or
+    /// [`AWAITED_FOR`] has passed; each failure is logged.
+    pub async fn publish_awaited(
+        &self,
+        object: &ObjectReference,
+        warning: bool,
+        reason: &'static str,
+        hook: &str,
+        note: &str,
+    ) -> Published {
+        let deadline = tokio::time::Instant::now() + AWAITED_FOR;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let result = {
+                let _slot = self.slots.acquire().await;
+                self.try_publish(object, warning, reason, hook, note.to_owned())
+                    .await
+            };
+            let Err(e) = result else {
+                return Published::Yes;
+            };
+            let at = tokio::time::Instant::now() + AWAITED_BACKOFF.ceiling(tries);
+            if at >= deadline {
+                tracing::error!(error = %e, reason, hook, tries, "could not publish Event; giving up");
+                return Published::GaveUp;
+            }
+            tracing::warn!(error = %e, reason, hook, tries, "could not publish Event; retrying");
+            tokio::time::sleep_until(at).await;
+        }
+    }
+
     /// Publishes and waits (a short-lived command that must not exit first); failures are logged.
     pub async fn publish_now(
         &self,
@@ -106,6 +154,20 @@ impl Events {
         hook: &str,
         note: String,
     ) {
+        if let Err(e) = self.try_publish(object, warning, reason, hook, note).await {
+            tracing::warn!(error = %e, reason, "could not publish Event");
+        }
+    }
+
+    /// One try.
+    async fn try_publish(
+        &self,
+        object: &ObjectReference,
+        warning: bool,
+        reason: &'static str,
+        hook: &str,
+        note: String,
+    ) -> Result<(), kube::Error> {
         let action: String = if hook.is_empty() {
             "Deliver".into()
         } else {
@@ -124,8 +186,6 @@ impl Events {
             action,
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&event, object).await {
-            tracing::warn!(error = %e, reason, "could not publish Event");
-        }
+        self.recorder.publish(&event, object).await
     }
 }

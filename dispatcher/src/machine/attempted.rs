@@ -1,5 +1,6 @@
 //! What an attempt's outcome changes: the hook's record (Delivered, Retrying with the next time,
-//! or Failed), the Event saying so, the metrics, and a retry timer.
+//! or — once its Warning Event is published — Failed), the Event saying so, the metrics, and a
+//! retry timer.
 
 use chrono::{DateTime, Utc};
 use kelos_hooks_shared::api::Phase;
@@ -114,21 +115,27 @@ impl Machine {
                     }
                     AfterRetryable::Fail(why) => {
                         let why = format!("{why}; last error: {error}");
-                        t.deliveries
-                            .record_final_failure(name, r.status, why.clone(), now);
-                        self.out.push(Effect::Metric(Metric::Final("failed")));
                         let message = format!("hook {name} to {url} failed: {why}{excerpt}");
-                        self.out.push(t.note(true, reason::FAILED, name, message));
+                        let effect = t.fail(uid, name, message, |d| {
+                            d.record_final_failure(name, r.status, why, now)
+                        });
+                        self.announcing += 1;
+                        self.out.push(effect);
+                        // Recorded once the Warning Event is answered.
+                        return self.drive(uid, now);
                     }
                 }
             }
             Class::Final => {
-                t.deliveries
-                    .record_final_failure(name, r.status, error.clone(), now);
-                self.out.push(Effect::Metric(Metric::Final("failed")));
                 let message =
                     format!("hook {name} to {url} failed: {error}{excerpt} (not retried)");
-                self.out.push(t.note(true, reason::FAILED, name, message));
+                let effect = t.fail(uid, name, message, |d| {
+                    d.record_final_failure(name, r.status, error, now)
+                });
+                self.announcing += 1;
+                self.out.push(effect);
+                // Recorded once the Warning Event is answered.
+                return self.drive(uid, now);
             }
         }
         t.dirty = true;

@@ -41,8 +41,12 @@ pub enum Effect {
         /// What.
         timer: Timer,
     },
-    /// Publish a Kubernetes Event (and log it).
+    /// Publish a Kubernetes Event (and log it), in the background.
     Event(Note),
+    /// Publish a hook's Failed Warning Event and wait for it (retried for a bounded time); answer
+    /// with [`Input::Announced`](super::Input::Announced). The Failed state is only written after
+    /// the answer, so a SIGKILL in between leads to a repeated Event, never a missing one.
+    Announce(Announcement),
     /// Count something.
     Metric(Metric),
     /// Log a warning that has no Event (an API call that failed and is retried).
@@ -140,6 +144,19 @@ impl Note {
     pub fn logs_as_warning(&self) -> bool {
         self.warning && self.reason != reason::RETRYING
     }
+}
+
+/// A Warning Event that must be published before the hook's final state is recorded.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Announcement {
+    /// Task UID.
+    pub uid: String,
+    /// The phase the hook failed for.
+    pub phase: Phase,
+    /// Hook name.
+    pub hook: String,
+    /// The Event.
+    pub note: Note,
 }
 
 /// A metric to bump.

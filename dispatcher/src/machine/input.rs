@@ -53,6 +53,17 @@ pub enum Input {
     },
     /// A TaskSpawner's `kelos.dev/webhook-test` holds a value not answered yet.
     TestRequested(Box<super::SpawnerTest>),
+    /// A Warning Event asked for with [`Effect::Announce`](super::Effect::Announce) ended.
+    Announced {
+        /// Task UID.
+        uid: String,
+        /// The phase the hook failed for.
+        phase: Phase,
+        /// Hook name.
+        hook: String,
+        /// Whether it was published.
+        result: Published,
+    },
     /// A write asked for with [`Effect::Record`](super::Effect::Record) ended.
     Recorded {
         /// Task UID.
@@ -62,6 +73,19 @@ pub enum Input {
         /// What the Task now holds, or why the write did not happen.
         result: Result<Written>,
     },
+}
+
+/// What became of a Warning Event the machine waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Published {
+    /// The API server stored it.
+    Yes,
+    /// Still refused when the bounded retry time ran out: the Failed state is recorded anyway
+    /// (the log says so), or the hook would never end.
+    GaveUp,
+    /// Leadership was lost or the dispatcher stopped: nothing is recorded, the next leader
+    /// tries the hook again.
+    Cancelled,
 }
 
 /// Timers: each comes back as [`Input::Timer`] when due.

@@ -11,6 +11,7 @@
 //! send) is a new [`Input`] and a new kind of work a new [`Effect`] — the executor only grows a
 //! `match` arm.
 
+mod announce;
 mod attempted;
 pub mod backoff;
 mod effect;
@@ -34,8 +35,8 @@ use chrono::{DateTime, Utc};
 use kelos_hooks_shared::api::Task;
 use rand::RngCore;
 
-pub use effect::{Attempt, Effect, Metric, Note, Record, Redelivery, SpawnerTest};
-pub use input::{Input, Timer, Written};
+pub use effect::{Announcement, Attempt, Effect, Metric, Note, Record, Redelivery, SpawnerTest};
+pub use input::{Input, Published, Timer, Written};
 pub use webhook_id::webhook_id;
 
 use crate::cluster::events::reason;
@@ -68,6 +69,8 @@ pub struct Machine {
     waiting: usize,
     /// Writes asked for and not answered yet.
     writes: usize,
+    /// Awaited Warning Events asked for and not answered yet.
+    announcing: usize,
     /// The effects of the step being taken.
     out: Vec<Effect>,
     /// Hook health per spawner and hook.
@@ -97,6 +100,7 @@ impl Machine {
             in_flight: 0,
             waiting: 0,
             writes: 0,
+            announcing: 0,
             out: Vec::new(),
             health: health::HealthBook::default(),
             tests: spawner_test::Tests::default(),
@@ -151,6 +155,12 @@ impl Machine {
                 outcome,
             } => self.attempted(&uid, phase, &hook, outcome, now),
             Input::Recorded { uid, phase, result } => self.recorded(&uid, phase, result, now),
+            Input::Announced {
+                uid,
+                phase,
+                hook,
+                result,
+            } => self.announced(&uid, phase, &hook, result, now),
             Input::Redelivered { redelivery, result } => self.redelivered(*redelivery, result, now),
             Input::Timer(Timer::Redeliver { uid }) => self.drive(&uid, now),
             Input::TestRequested(test) => self.test_requested(*test),
@@ -174,10 +184,13 @@ impl Machine {
         self.tasks.len()
     }
 
-    /// Whether attempts or writes are still outstanding, including a failed write waiting to be
-    /// tried again (shutdown waits for them).
+    /// Whether attempts, awaited Events or writes are still outstanding, including a failed write
+    /// waiting to be tried again (shutdown waits for them).
     pub fn busy(&self) -> bool {
-        self.in_flight > 0 || self.writes > 0 || self.tasks.values().any(|t| t.dirty)
+        self.in_flight > 0
+            || self.announcing > 0
+            || self.writes > 0
+            || self.tasks.values().any(|t| t.dirty)
     }
 
     fn forget(&mut self, uid: &str) {
@@ -236,7 +249,10 @@ impl Machine {
             &self.rules.limits,
         );
         for (name, action) in actions {
-            if t.in_flight.contains(&name) || t.waiting.contains(&name) {
+            if t.in_flight.contains(&name)
+                || t.waiting.contains(&name)
+                || t.announcing.contains_key(&name)
+            {
                 continue;
             }
             let url = t.shown_url(&name);
@@ -276,15 +292,18 @@ impl Machine {
                         .push(t.note(false, reason::SKIPPED, &name, message));
                 }
                 Action::GiveUp(why) => {
-                    t.deliveries.give_up(&name, why.clone(), now);
-                    t.dirty = true;
-                    self.out.push(Effect::Metric(Metric::Final("failed")));
                     let message = format!("hook {name} ({url}) failed: {why}");
-                    self.out.push(t.note(true, reason::FAILED, &name, message));
+                    let effect = t.fail(uid, &name, message, |d| d.give_up(&name, why, now));
+                    self.announcing += 1;
+                    self.out.push(effect);
                 }
                 Action::Done => {}
             }
         }
+        // Read again: the loop above needed the whole Task mutably.
+        let Hooks::Ready(hooks) = &t.hooks else {
+            return;
+        };
         if !t.reported && plan::report_due(hooks, &t.deliveries) {
             t.dirty = true;
         }
@@ -297,7 +316,12 @@ impl Machine {
     /// Drops a Task that is reported and has nothing outstanding.
     fn maybe_forget(&mut self, uid: &str) {
         let done = self.tasks.get(uid).is_some_and(|t| {
-            t.reported && !t.dirty && !t.writing && t.in_flight.is_empty() && t.waiting.is_empty()
+            t.reported
+                && !t.dirty
+                && !t.writing
+                && t.in_flight.is_empty()
+                && t.waiting.is_empty()
+                && t.announcing.is_empty()
         });
         if done {
             self.tasks.remove(uid);

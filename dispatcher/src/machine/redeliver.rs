@@ -92,7 +92,11 @@ impl Machine {
         let (hooks_again, unknown) = targets(&Redeliver::parse(&value), hooks, t.phase);
         // An attempt or a write still out would land on top of the reset: wait for it (its
         // answer drives this Task again).
-        if t.writing || hooks_again.iter().any(|h| t.in_flight.contains(h)) {
+        if t.writing
+            || hooks_again
+                .iter()
+                .any(|h| t.in_flight.contains(h) || t.announcing.contains_key(h))
+        {
             return true;
         }
         let deliveries = reset(&t.deliveries, &hooks_again, &by, now);

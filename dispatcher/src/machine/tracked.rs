@@ -2,7 +2,7 @@
 //! annotation's hooks or (none) the spawner's, the delivery state resumed from the annotation, and
 //! re-runs into another phase.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -11,11 +11,11 @@ use kelos_hooks_shared::annotations::{
     is_kelos_reporter_snapshot,
 };
 use kelos_hooks_shared::api::{Hook, Phase, Task};
-use kelos_hooks_shared::deliveries::Deliveries;
+use kelos_hooks_shared::deliveries::{Deliveries, HookDelivery};
 use kelos_hooks_shared::redact::{redact, scheme_and_host};
 use kube::Resource;
 
-use super::{Effect, Machine, Metric, Note, Timer};
+use super::{Announcement, Effect, Machine, Metric, Note, Timer};
 use crate::cluster::events::reason;
 use crate::error::Result;
 
@@ -40,6 +40,8 @@ pub(super) struct Tracked {
     pub(super) in_flight: HashSet<String>,
     /// Hooks with a retry timer pending.
     pub(super) waiting: HashSet<String>,
+    /// Hooks that failed for good, with the record to write once their Warning Event is answered.
+    pub(super) announcing: HashMap<String, HookDelivery>,
     /// The delivery state has changed since the last write started.
     pub(super) dirty: bool,
     /// A write is in flight.
@@ -72,13 +74,42 @@ impl Tracked {
         hook: &str,
         message: String,
     ) -> Effect {
-        Effect::Event(Note {
+        Effect::Event(self.note_of(warning, reason, hook, message))
+    }
+
+    /// Hook `name` failed for good: `record` applies the failure to a copy of its record, kept
+    /// until the Warning Event saying `message` is answered (only then is it written).
+    pub(super) fn fail(
+        &mut self,
+        uid: &str,
+        name: &str,
+        message: String,
+        record: impl FnOnce(&mut Deliveries),
+    ) -> Effect {
+        let mut copy = Deliveries::new(self.phase);
+        if let Some(d) = self.deliveries.get(name) {
+            copy.hooks.insert(name.to_owned(), d.clone());
+        }
+        record(&mut copy);
+        if let Some(d) = copy.hooks.remove(name) {
+            self.announcing.insert(name.to_owned(), d);
+        }
+        Effect::Announce(Announcement {
+            uid: uid.to_owned(),
+            phase: self.phase,
+            hook: name.to_owned(),
+            note: self.note_of(true, reason::FAILED, name, message),
+        })
+    }
+
+    fn note_of(&self, warning: bool, reason: &'static str, hook: &str, message: String) -> Note {
+        Note {
             object: self.task.object_ref(&()),
             warning,
             reason,
             hook: hook.to_owned(),
             message,
-        })
+        }
     }
 }
 
@@ -135,6 +166,7 @@ impl Machine {
                     deliveries: annotated,
                     in_flight,
                     waiting: HashSet::new(),
+                    announcing: HashMap::new(),
                     dirty: false,
                     writing,
                     reported,

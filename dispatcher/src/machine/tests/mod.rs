@@ -5,6 +5,7 @@ mod answers;
 mod lifecycle;
 mod operate;
 mod replay;
+mod warning_first;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +22,10 @@ use rand::rngs::StdRng;
 use super::backoff::Backoff;
 use super::outcome::Outcome;
 use super::plan::Limits;
-use super::{Attempt, Effect, Input, Machine, Metric, Note, Record, Rules, Timer, Written};
+use super::{
+    Announcement, Attempt, Effect, Input, Machine, Metric, Note, Published, Record, Rules, Timer,
+    Written,
+};
 use crate::cluster::events::reason;
 
 /// `--max-age 1h`, `--max-attempts 4`, `--max-retry-duration 10m`, backoff 1s…60s.
@@ -136,8 +140,31 @@ impl Run {
         self
     }
 
+    /// Takes `input` with the Events API answering: every awaited Warning Event is published
+    /// at once, and the effects of that answer are appended.
     fn input(&mut self, input: Input) -> Vec<Effect> {
+        let mut e = self.raw_input(input);
+        let asked: Vec<Announcement> = announcements(&e).into_iter().cloned().collect();
+        for a in asked {
+            let more = self.announced(&a, Published::Yes);
+            e.extend(more);
+        }
+        e
+    }
+
+    /// Takes `input` alone: awaited Warning Events stay unanswered.
+    fn raw_input(&mut self, input: Input) -> Vec<Effect> {
         self.m.handle(input, self.now)
+    }
+
+    /// The Events API answered `a` with `result`.
+    fn announced(&mut self, a: &Announcement, result: Published) -> Vec<Effect> {
+        self.raw_input(Input::Announced {
+            uid: a.uid.clone(),
+            phase: a.phase,
+            hook: a.hook.clone(),
+            result,
+        })
     }
 
     fn upsert(&mut self, task: Task) -> Vec<Effect> {
@@ -225,8 +252,13 @@ fn records(e: &[Effect]) -> Vec<&Record> {
     of!(e, Effect::Record(r) => r)
 }
 
+/// Every Event: published in the background or awaited.
 fn notes(e: &[Effect]) -> Vec<&Note> {
-    of!(e, Effect::Event(n) => n)
+    of!(e, Effect::Event(n) | Effect::Announce(Announcement { note: n, .. }) => n)
+}
+
+fn announcements(e: &[Effect]) -> Vec<&Announcement> {
+    of!(e, Effect::Announce(a) => a)
 }
 
 fn timers(e: &[Effect]) -> Vec<(DateTime<Utc>, &Timer)> {
@@ -255,6 +287,10 @@ fn note<'a>(e: &'a [Effect], reason: &str, hook: &str) -> &'a Note {
 
 /// Every final failure: a Warning Event saying why, the `failed` metric, no retry.
 fn assert_failed<'a>(e: &'a [Effect], hook: &str, why: &str) -> &'a Note {
+    assert!(
+        announcements(e).iter().any(|a| a.hook == hook),
+        "the Failed Event is awaited: {e:?}"
+    );
     let n = note(e, reason::FAILED, hook);
     assert!(n.warning && n.logs_as_warning(), "{n:?}");
     assert!(n.message.contains(why), "{why:?} not in {:?}", n.message);
