@@ -67,13 +67,14 @@ pub fn issue(ca: &Ca) -> kelos_hooks_certs::Issued {
 
 impl Server {
     /// Starts a server with its own CA and certificate, quick reload/shutdown timings and the
-    /// flags `extra`, the dispatcher identity a ServiceAccount of the test, and waits until ready.
+    /// flags `extra` (this start only: [`Server::restart_with`] passes its own), the dispatcher
+    /// identity a ServiceAccount of the test, and waits until ready.
     pub async fn start(c: &Cluster, test: &str, extra: &[&str]) -> Result<Server> {
         let dispatcher = format!(
             "system:serviceaccount:{}:kelos-hooks-dispatcher",
             unique_label(test)
         );
-        let mut flags = vec![
+        let quick = [
             "--cert-reload-interval",
             "200ms",
             "--shutdown-delay",
@@ -81,8 +82,7 @@ impl Server {
             "--drain-timeout",
             "5s",
         ];
-        flags.extend_from_slice(extra);
-        Server::start_as(c, test, &dispatcher, &flags).await
+        Server::launch(c, test, &dispatcher, &quick, extra).await
     }
 
     /// Starts a server with its own CA and certificate, told `dispatcher` is the dispatcher's
@@ -92,6 +92,17 @@ impl Server {
         test: &str,
         dispatcher: &str,
         flags: &[&str],
+    ) -> Result<Server> {
+        Server::launch(c, test, dispatcher, flags, &[]).await
+    }
+
+    /// `base` flags on every (re)start, `extra` on this one.
+    async fn launch(
+        c: &Cluster,
+        test: &str,
+        dispatcher: &str,
+        base: &[&str],
+        extra: &[&str],
     ) -> Result<Server> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir()?;
@@ -106,9 +117,9 @@ impl Server {
             label: unique_label(test),
             dispatcher: dispatcher.to_owned(),
             registered: None,
-            flags: flags.iter().map(|f| (*f).to_owned()).collect(),
+            flags: base.iter().map(|f| (*f).to_owned()).collect(),
         };
-        server.spawn(c, &[])?;
+        server.spawn(c, extra)?;
         server.wait_ready().await?;
         Ok(server)
     }
