@@ -22,7 +22,10 @@ seconds=${1:-60}
 sanitizer=${FUZZ_SANITIZER:-none}
 nice=(nice -n "${FUZZ_JOBS_NICE:-10}")
 cargo +nightly --version >/dev/null 2>&1 || die "the nightly toolchain is missing: rustup toolchain install nightly"
-cargo +nightly fuzz --version >/dev/null 2>&1 || die "cargo-fuzz is missing: cargo install cargo-fuzz"
+if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+  log "installing cargo-fuzz from crates.io (once per machine)"
+  cargo install --locked cargo-fuzz >&2 || die "cargo-fuzz could not be installed"
+fi
 
 python3 fuzz/seed.py >&2
 log "build (sanitizer: $sanitizer)"
