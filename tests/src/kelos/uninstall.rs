@@ -176,12 +176,14 @@ impl Kelos {
             let Some(crd) = crds.get_opt(name).await? else {
                 continue;
             };
+            // The stored version: others would need the conversion webhook, which stopped
+            // with kelos-controller.
             let version = crd
                 .spec
                 .versions
                 .iter()
-                .find(|v| v.served)
-                .with_context(|| format!("CRD {name} serves no version"))?;
+                .find(|v| v.storage && v.served)
+                .with_context(|| format!("CRD {name} serves no stored version"))?;
             let gvk = GroupVersionKind::gvk(&crd.spec.group, &version.name, &crd.spec.names.kind);
             let ar = ApiResource::from_gvk_with_plural(&gvk, &crd.spec.names.plural);
             purge(&client, &ar, None).await?;
