@@ -642,7 +642,7 @@ async fn run(system: System, out: &Path, steady: usize, burst: usize) -> Result<
     // Off the shared control plane, so the next system starts on a clean one.
     let Bench { mut addon, .. } = b;
     if let Some(a) = addon.as_mut() {
-        a.unregister(k).await?;
+        a.remove(k).await?;
     }
     drop(addon); // stops our admission server and dispatcher
     k.uninstall().await?;
