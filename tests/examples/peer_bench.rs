@@ -3,8 +3,9 @@
 //! kelos-spawner that delivers) against upstream kelos (`../shared/kelos-src`) with our admission
 //! server and dispatcher, on the same workload and the same HTTPS receiver.
 //!
-//! - `run peer|ours OUT.json [STEADY [BURST]]`: one system on its own control plane (audited
-//!   with `$KELOS_HOOKS_AUDIT_POLICY`), the receiver in network namespace `$PEER_NETNS` at
+//! - `run peer|ours OUT.json [STEADY [BURST]]`: one system on the control plane bench/peer.sh
+//!   started (`$KELOS_HOOKS_KELOS_CLUSTER_DIR`, audited with `$KELOS_HOOKS_AUDIT_POLICY`), taken
+//!   off it again at the end ([`Kelos::uninstall`]), the receiver in network namespace `$PEER_NETNS` at
 //!   `$PEER_ADDR` named `$PEER_HOST` (bench/peer.sh makes them). Workload, per system:
 //!   1. TaskSpawner `load` (one hook) creates STEADY + BURST Tasks (cron, backdated); all are
 //!      started (Running, Pod seen), then STEADY end at 4/s and BURST end at once, alternately
@@ -20,7 +21,8 @@
 //! - `table PEER.json OURS.json`: the Markdown table with ratios.
 //!
 //! kelos environments are one per process (kelos-controller's port is fixed), so bench/peer.sh
-//! runs `run` once per system, one after the other, on identical control planes.
+//! runs `run` once per system, one after the other, on the same API server and etcd; each
+//! system's API requests are those of the shared audit log within its own time window.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -34,8 +36,8 @@ use futures::{StreamExt, TryStreamExt, stream};
 use kelos_hooks_certs::{Ca, San};
 use kelos_hooks_shared::api::Phase;
 use kelos_hooks_tests::kelos::{
-    AddOn, AgentRun, Kelos, LongRunningSpawner, StartedTask, cron_spawner, cron_spawner_v1alpha1,
-    default_source, kelos_from,
+    AddOn, AgentRun, KELOS_CLUSTER_DIR_ENV, Kelos, LongRunningSpawner, StartedTask, cron_spawner,
+    cron_spawner_v1alpha1, default_source, kelos_from,
 };
 use kelos_hooks_tests::netns::listen_in;
 use kelos_hooks_tests::receiver::{Receiver, Recorded, Reply};
@@ -418,6 +420,10 @@ async fn run(system: System, out: &Path, steady: usize, burst: usize) -> Result<
         std::env::var_os("KELOS_HOOKS_AUDIT_POLICY").is_some(),
         "$KELOS_HOOKS_AUDIT_POLICY is not set: the API requests are counted from the audit log"
     );
+    ensure!(
+        std::env::var_os(KELOS_CLUSTER_DIR_ENV).is_some(),
+        "${KELOS_CLUSTER_DIR_ENV} is not set: both systems run on the control plane bench/peer.sh starts"
+    );
     let src = match system {
         System::Peer => workspace_root().join("../shared/kelos-pr1240-src"),
         System::Ours => default_source(),
@@ -632,6 +638,15 @@ async fn run(system: System, out: &Path, steady: usize, burst: usize) -> Result<
     );
     std::fs::write(out, serde_json::to_string_pretty(&o)?)?;
     println!("RESULT written to {}", out.display());
+
+    // Off the shared control plane, so the next system starts on a clean one.
+    let Bench { mut addon, .. } = b;
+    if let Some(a) = addon.as_mut() {
+        a.remove(k).await?;
+    }
+    drop(addon); // stops our admission server and dispatcher
+    k.uninstall().await?;
+    println!("kelos {} and everything it installed removed", k.commit());
     Ok(())
 }
 

@@ -83,6 +83,13 @@ impl Cluster {
     /// `tag`, stopped when the process exits.
     pub async fn dedicated(tag: &str) -> Result<Cluster> {
         let dir = start_in(&format!("kelos-hooks-{tag}-cluster-{}", std::process::id())).await?;
+        Self::existing(dir)
+    }
+
+    /// A control plane already running from `dir` (started by `hack/cluster-up.sh --dir DIR`,
+    /// e.g. by bench/peer.sh for several processes in turn), as it is: no CRDs installed, not
+    /// stopped by this process.
+    pub fn existing(dir: PathBuf) -> Result<Cluster> {
         let tools = std::fs::read_to_string(dir.join("tools"))
             .with_context(|| format!("{}/tools: is the control plane up?", dir.display()))?;
         Ok(Cluster {

@@ -158,6 +158,21 @@ impl AddOn {
         Ok(())
     }
 
+    /// [`AddOn::unregister`], then deletes the rest of what `hack/webhook-configs.sh` made for
+    /// this namespace (its ValidatingAdmissionPolicy and binding): nothing of ours is left on
+    /// the cluster.
+    pub async fn remove(&mut self, k: &Kelos) -> Result<()> {
+        self.unregister(k).await?;
+        let out = kubectl(
+            k.cluster(),
+            &["delete", "--ignore-not-found", "-f", "-"],
+            Some(&self.configs),
+        )
+        .await?;
+        ensure!(out.ok, "deleting our admission objects: {}", out.stderr);
+        Ok(())
+    }
+
     /// A forged snapshot on a Task of an unknown spawner (created dry-run): removed while our
     /// mutating webhook is called, kept once it is not.
     fn forged_task() -> Result<DynamicObject> {

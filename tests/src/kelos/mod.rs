@@ -2,7 +2,9 @@
 //!
 //! [`kelos()`] gives the test process one environment, started on first use:
 //! - a control plane of its own (`hack/cluster-up.sh`): kelos's CRDs have the names of the
-//!   kelos-hooks test CRDs of the shared test cluster;
+//!   kelos-hooks test CRDs of the shared test cluster — or, with `$KELOS_HOOKS_KELOS_CLUSTER_DIR`
+//!   ([`KELOS_CLUSTER_DIR_ENV`]), one already running there, which [`Kelos::uninstall`] leaves as
+//!   it found it for the next process (bench/peer.sh: two kelos snapshots on one control plane);
 //! - kelos's chart from `../shared/kelos-src` (`helm template`, one documented post-processing
 //!   step: [`install`]) applied as `kelos install` applies it: nine CRDs with both versions and the
 //!   conversion webhook, RBAC, the TaskBudget webhook, all reached by URL + caBundle;
@@ -24,6 +26,7 @@ mod job_run;
 mod node;
 mod spawner;
 mod spawners;
+mod uninstall;
 
 use std::path::{Path, PathBuf};
 
@@ -45,6 +48,10 @@ use crate::Cluster;
 use crate::impersonate::{service_account_user, write_impersonating_kubeconfig};
 use controller::{Controller, ControllerConfig, lock_webhook_port};
 use node::LogNode;
+
+/// A control plane directory (`hack/cluster-up.sh --dir`) to install kelos on instead of
+/// starting one of the process's own.
+pub const KELOS_CLUSTER_DIR_ENV: &str = "KELOS_HOOKS_KELOS_CLUSTER_DIR";
 
 /// The kelos ServiceAccount the chart runs the controller as.
 pub const CONTROLLER_SERVICE_ACCOUNT: &str = "kelos-controller";
@@ -69,6 +76,12 @@ pub struct Kelos {
     controller: Mutex<Controller>,
     controller_log: PathBuf,
     node: LogNode,
+    /// What was applied from the chart, and its CRDs (for [`Kelos::uninstall`]).
+    objects: Vec<serde_json::Value>,
+    crds: Vec<String>,
+    /// On a control plane given by [`KELOS_CLUSTER_DIR_ENV`]: its cluster-scoped objects before
+    /// the install, which [`Kelos::uninstall`] checks it returned to.
+    before: Option<std::collections::BTreeSet<String>>,
     _port_lock: std::fs::File,
 }
 
@@ -154,7 +167,14 @@ impl Kelos {
             move || lock_webhook_port(&cache)
         })
         .await??;
-        let cluster = Cluster::dedicated("kelos").await?;
+        let (cluster, before) = match std::env::var_os(KELOS_CLUSTER_DIR_ENV) {
+            Some(dir) => {
+                let cluster = Cluster::existing(PathBuf::from(dir))?;
+                let before = uninstall::cluster_scoped(&cluster.client().await?).await?;
+                (cluster, Some(before))
+            }
+            None => (Cluster::dedicated("kelos").await?, None),
+        };
 
         // The webhook serving certificate, where controller-runtime looks for it.
         let day = std::time::Duration::from_secs(86400);
@@ -164,7 +184,11 @@ impl Kelos {
             &[San::Ip(std::net::Ipv4Addr::LOCALHOST.into())],
             day,
         )?;
-        let home = cluster.dir().join("kelos-controller");
+        // On a shared control plane each snapshot's controller keeps a directory of its own.
+        let home = match before {
+            Some(_) => cluster.dir().join(format!("kelos-controller-{commit}")),
+            None => cluster.dir().join("kelos-controller"),
+        };
         let tmpdir = home.join("tmp");
         write_pair(
             &tmpdir.join("k8s-webhook-server/serving-certs"),
@@ -219,6 +243,9 @@ impl Kelos {
             controller: Mutex::new(controller),
             controller_log,
             node,
+            objects: local.objects,
+            crds: local.crds,
+            before,
             _port_lock: port_lock,
         })
     }
